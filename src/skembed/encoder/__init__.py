@@ -1,0 +1,18 @@
+"""Model loading and encoding: model folders in, float32 numpy embeddings out.
+
+Nothing here knows scikit-learn; the estimators build on it.
+"""
+
+from ._encoder import EncodeResult, Encoder, folder_fingerprint, load_encoder
+from ._folder import FolderSpec, read_folder
+from ._resolve import resolve_model_folder
+
+__all__ = [
+    "EncodeResult",
+    "Encoder",
+    "FolderSpec",
+    "folder_fingerprint",
+    "load_encoder",
+    "read_folder",
+    "resolve_model_folder",
+]

@@ -36,7 +36,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(
-            f"device={device!r} is not a torch device; expected e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'."
+            f"device={device!r} is not a torch device; "
+            "expected e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'."
         ) from exc
     if resolved.type == "cuda":
         if not torch.cuda.is_available():

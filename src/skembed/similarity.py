@@ -185,7 +185,9 @@ def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     if callable(metric) and not isinstance(metric, str):
         x, y = _as_numpy_2d(X, "X"), _as_numpy_2d(Y, "Y")
         _check_same_shape(x, y)
-        out = np.array([metric(a, b) for a, b in zip(x, y)], dtype=np.result_type(x, y))
+        out = np.array(
+            [metric(a, b) for a, b in zip(x, y, strict=True)], dtype=np.result_type(x, y)
+        )
         return out[0] if scalar else out
     name = SimilarityFunction(metric)
     as_torch = isinstance(X, torch.Tensor) or isinstance(Y, torch.Tensor)
@@ -254,7 +256,11 @@ def _float_dtype(dtype: np.dtype) -> np.dtype:
 
 def _as_numpy_2d(a: Any, name: str) -> np.ndarray:
     if isinstance(a, torch.Tensor):
-        a = a.detach().float().cpu().numpy() if a.dtype == torch.bfloat16 else a.detach().cpu().numpy()
+        a = (
+            a.detach().float().cpu().numpy()
+            if a.dtype == torch.bfloat16
+            else a.detach().cpu().numpy()
+        )
     elif sp.issparse(a):
         a = a.toarray()
     arr = np.asarray(a)
@@ -308,6 +314,6 @@ def _check_same_shape(x: Any, y: Any) -> None:
     _check_dims(x, y)
     if x.shape[0] != y.shape[0]:
         raise ValueError(
-            f"pairwise_similarity compares row i of X with row i of Y, so both need the same number "
-            f"of rows; got {x.shape[0]} and {y.shape[0]}."
+            "pairwise_similarity compares row i of X with row i of Y, so both need the same "
+            f"number of rows; got {x.shape[0]} and {y.shape[0]}."
         )

@@ -3,7 +3,7 @@
 Nothing here knows scikit-learn; the estimators build on it.
 """
 
-from ._encoder import EncodeResult, Encoder, folder_fingerprint, load_encoder
+from ._encoder import Encoder, EncodeResult, folder_fingerprint, load_encoder
 from ._folder import FolderSpec, read_folder
 from ._resolve import resolve_model_folder
 

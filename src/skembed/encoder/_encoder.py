@@ -88,11 +88,13 @@ def folder_fingerprint(folder: Path) -> str:
         for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
-    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = tuple(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+    )
     key = (str(folder), stats)
     if key not in _FINGERPRINTS:
         digest = hashlib.sha256()
-        for path, (name, _, _) in zip(files, stats):
+        for path, (name, _, _) in zip(files, stats, strict=True):
             digest.update(name.encode() + b"\0")
             with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -281,7 +283,15 @@ class Encoder:
                 embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
         return embeddings
 
-    def save(self, path: str | os.PathLike[str], *, max_seq_length: int, similarity_fn_name: str) -> None:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_seq_length: int,
+        similarity_fn_name: str,
+        normalize: bool = False,
+        prompt: str | None = None,
+    ) -> None:
         """Write the model as a sentence-transformers model folder.
 
         Parameters
@@ -292,6 +302,10 @@ class Encoder:
             Written to ``sentence_bert_config.json``.
         similarity_fn_name : str
             Written to ``config_sentence_transformers.json``.
+        normalize : bool, default=False
+            Append a Normalize module unless the model already ends with one.
+        prompt : str, optional
+            Saved as the default prompt ``"skembed"``.
         """
         import transformers
         from safetensors.torch import save_file
@@ -313,7 +327,19 @@ class Encoder:
                 )
                 step = replace(step, path=folder)
             steps.append(step)
-        spec = replace(self.spec, path=target, transformer_path=target, steps=tuple(steps))
+        if normalize and steps[-1] != "normalize":
+            steps.append("normalize")
+        prompts, default_prompt_name = self.spec.prompts, self.spec.default_prompt_name
+        if prompt is not None:
+            prompts, default_prompt_name = {**prompts, "skembed": prompt}, "skembed"
+        spec = replace(
+            self.spec,
+            path=target,
+            transformer_path=target,
+            steps=tuple(steps),
+            prompts=prompts,
+            default_prompt_name=default_prompt_name,
+        )
         write_folder_configs(
             spec,
             target,

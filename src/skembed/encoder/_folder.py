@@ -106,7 +106,8 @@ def read_pooling(folder: Path) -> PoolingSpec:
     unknown = [m for m in modes if m not in POOLING_MODES]
     if unknown:
         raise ValueError(
-            f"{config_path}: unknown pooling mode(s) {unknown}; expected any of {list(POOLING_MODES)}."
+            f"{config_path}: unknown pooling mode(s) {unknown}; "
+            f"expected any of {list(POOLING_MODES)}."
         )
     return PoolingSpec(modes=modes, include_prompt=bool(config.get("include_prompt", True)))
 
@@ -144,7 +145,9 @@ def read_folder(path: Path) -> FolderSpec:
     transformer_path = path
     steps: list[PoolingSpec | DenseSpec | str] = []
     if modules_path.is_file():
-        modules = sorted(json.loads(modules_path.read_text(encoding="utf-8")), key=lambda m: m["idx"])
+        modules = sorted(
+            json.loads(modules_path.read_text(encoding="utf-8")), key=lambda m: m["idx"]
+        )
         for position, module in enumerate(modules):
             kind = _module_kind(module["type"])
             module_dir = path / module.get("path", "")
@@ -160,7 +163,8 @@ def read_folder(path: Path) -> FolderSpec:
             else:
                 raise ValueError(
                     f"{modules_path}: module {module['type']!r} at position {position} is not "
-                    "supported; skembed runs Transformer (first), then Pooling, Dense and Normalize."
+                    "supported; skembed runs Transformer (first), then Pooling, Dense and "
+                    "Normalize."
                 )
         if not any(isinstance(step, PoolingSpec) for step in steps):
             raise ValueError(f"{modules_path} has no Pooling module after the Transformer.")
@@ -220,7 +224,12 @@ def write_folder_configs(
         else:
             folder, kind, config = f"{idx}_Normalize", "Normalize", {}
         modules.append(
-            {"idx": idx, "name": str(idx), "path": folder, "type": f"sentence_transformers.models.{kind}"}
+            {
+                "idx": idx,
+                "name": str(idx),
+                "path": folder,
+                "type": f"sentence_transformers.models.{kind}",
+            }
         )
         (path / folder).mkdir(parents=True, exist_ok=True)
         if config:

@@ -91,7 +91,9 @@ def resolve_model_folder(
         try:
             folder = Path(getattr(importlib.import_module(package), attribute))
         except ImportError:
-            tried.append(f"package {package!r}: not installed (pip install {package.replace('_', '-')})")
+            tried.append(
+                f"package {package!r}: not installed (pip install {package.replace('_', '-')})"
+            )
             continue
         if folder.is_dir():
             return folder.resolve()

@@ -1,0 +1,7 @@
+"""skembed: sentence embeddings and semantic similarity as scikit-learn citizens."""
+
+from .embedder import SentenceEmbedder
+from .similarity import SimilarityFunction, pairwise_similarity, similarity
+
+__all__ = ["SentenceEmbedder", "SimilarityFunction", "pairwise_similarity", "similarity"]
+__version__ = "0.1.0"

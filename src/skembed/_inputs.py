@@ -1,0 +1,165 @@
+"""The one place that turns user text input into lists of str.
+
+Accepted: list or tuple of str, 1-D numpy array, pandas or polars Series, a
+DataFrame (pandas or polars) or 2-D array with one column of texts, and for
+text pairs a two-column frame, an ``(n, 2)`` array or a list of 2-tuples.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["as_text_pairs", "as_texts", "check_texts_or_pairs", "looks_like_text", "text_columns"]
+
+
+def _is_polars(obj: Any) -> bool:
+    return type(obj).__module__.split(".", 1)[0] == "polars"
+
+
+def text_columns(X: Any, what: str = "X") -> tuple[list[list[Any]], list[Any] | None]:
+    """Split ``X`` into columns of raw values, with the row labels when ``X`` has an index.
+
+    Raises
+    ------
+    TypeError
+        If ``X`` is a single string or an unsupported container.
+    ValueError
+        If ``X`` has more than two dimensions or rows of unequal length.
+    """
+    if isinstance(X, str | bytes):
+        raise TypeError(
+            f"{what} is a single string ({X[:40]!r}); expected a collection of texts, "
+            f"e.g. [{X[:20]!r}]."
+        )
+    labels = None
+    if hasattr(X, "iloc") and hasattr(X, "index"):  # pandas Series or DataFrame
+        labels = X.index.tolist()
+        if X.ndim == 1:
+            return [X.tolist()], labels
+        return [X.iloc[:, j].tolist() for j in range(X.shape[1])], labels
+    if _is_polars(X):
+        if hasattr(X, "get_columns"):
+            return [column.to_list() for column in X.get_columns()], None
+        return [X.to_list()], None
+    if isinstance(X, np.ndarray):
+        if X.ndim == 1:
+            return [X.tolist()], None
+        if X.ndim == 2:
+            return [X[:, j].tolist() for j in range(X.shape[1])], None
+        raise ValueError(f"{what} has {X.ndim} dimensions (shape {X.shape}); expected 1 or 2.")
+    if isinstance(X, list | tuple):
+        if X and all(isinstance(row, list | tuple) for row in X):
+            widths = {len(row) for row in X}
+            if len(widths) != 1:
+                raise ValueError(
+                    f"{what} is a list of rows of unequal lengths {sorted(widths)}; expected rows "
+                    "of one text, or pairs of two texts."
+                )
+            return [list(column) for column in zip(*X, strict=True)], None
+        return [list(X)], None
+    raise TypeError(
+        f"{what} is a {type(X).__name__}; expected a list, tuple, numpy array, pandas/polars "
+        "Series or DataFrame of texts."
+    )
+
+
+def _check_texts(values: list[Any], labels: list[Any] | None, what: str) -> list[str]:
+    for position, value in enumerate(values):
+        if isinstance(value, str):
+            continue
+        where = f"position {position}" + (
+            f" (index label {labels[position]!r})" if labels is not None else ""
+        )
+        if value is None or (isinstance(value, float) and math.isnan(value)) or _is_na(value):
+            raise ValueError(
+                f"{what} has a missing value ({value!r}) at {where}; every text must be a str. "
+                "Drop or fill missing texts first."
+            )
+        raise TypeError(
+            f"{what} has a {type(value).__name__} ({value!r}) at {where}; every text must be a str."
+        )
+    # numpy str_ and other str subclasses become plain str.
+    return [str(v) if type(v) is not str else v for v in values]
+
+
+def _is_na(value: Any) -> bool:
+    # pandas.NA and NaT are neither None nor float NaN.
+    return type(value).__name__ in {"NAType", "NaTType"}
+
+
+def _checked_columns(X: Any, what: str, allowed: tuple[int, ...]) -> list[list[str]]:
+    columns, labels = text_columns(X, what)
+    if len(columns) not in allowed:
+        raise ValueError(
+            f"{what} has {len(columns)} column(s); expected "
+            + " or ".join(_SHAPES[n] for n in allowed)
+            + "."
+        )
+    if len(columns) == 1:
+        return [_check_texts(columns[0], labels, what)]
+    return [
+        _check_texts(column, labels, f"{what} ({name} column)")
+        for column, name in zip(columns, ("first", "second"), strict=False)
+    ]
+
+
+_SHAPES = {
+    1: "one column of texts (a list, 1-D array, Series or one-column frame)",
+    2: "text pairs (a two-column frame, an (n, 2) array or a list of 2-tuples)",
+}
+
+
+def as_texts(X: Any, what: str = "X") -> list[str]:
+    """Return the texts of a one-column input as a list of str.
+
+    Raises
+    ------
+    TypeError
+        If ``X`` is a bare string, an unsupported container, or holds non-text values.
+    ValueError
+        If ``X`` has a missing text (the message names its position) or more than one column.
+    """
+    return _checked_columns(X, what, (1,))[0]
+
+
+def as_text_pairs(X: Any, what: str = "X") -> tuple[list[str], list[str]]:
+    """Return the two text columns of a pairs input.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`as_texts`; ``ValueError`` if ``X`` does not have two columns.
+    """
+    first, second = _checked_columns(X, what, (2,))
+    return first, second
+
+
+def check_texts_or_pairs(X: Any, what: str = "X") -> None:
+    """Check that ``X`` is one column of texts or two columns of text pairs.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`as_texts`.
+    """
+    _checked_columns(X, what, (1, 2))
+
+
+def looks_like_text(X: Any) -> bool:
+    """Whether ``X`` holds texts rather than numeric embeddings."""
+    if isinstance(X, str):
+        return True
+    dtype = getattr(X, "dtype", None)
+    if dtype is not None and not hasattr(X, "columns"):
+        return getattr(dtype, "kind", None) in ("O", "U", "S") or str(dtype) in {"string", "String"}
+    if hasattr(X, "dtypes"):  # a data frame
+        return any(str(d) in {"object", "string", "str", "String"} for d in list(X.dtypes))
+    if isinstance(X, list | tuple) and X:
+        first = X[0]
+        return isinstance(first, str) or (
+            isinstance(first, list | tuple) and bool(first) and isinstance(first[0], str)
+        )
+    return False

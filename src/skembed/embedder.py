@@ -1,0 +1,372 @@
+"""SentenceEmbedder: a scikit-learn transformer from texts to sentence embeddings."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from numbers import Integral
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._device import resolve_device
+from ._inputs import as_text_pairs, as_texts, check_texts_or_pairs, looks_like_text
+from .encoder import Encoder, folder_fingerprint, load_encoder, resolve_model_folder
+from .similarity import SimilarityFunction, pairwise_similarity, similarity
+
+__all__ = ["SentenceEmbedder"]
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class SentenceEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Encode texts into sentence embeddings with a transformer model.
+
+    A scikit-learn transformer that reproduces sentence-transformers'
+    ``SentenceTransformer.encode`` on the same model folder. Nothing is
+    learned: :meth:`fit` validates the parameters and loads the model (once
+    per process, shared by clones); :meth:`transform` encodes.
+
+    Parameters
+    ----------
+    model_name_or_path : str or path-like, default="sentence-transformers/all-MiniLM-L6-v2"
+        A sentence-transformers model folder, a plain Hugging Face checkpoint,
+        or a Hugging Face model id (from the local cache or the hub).
+    similarity_fn_name : {"cosine", "dot", "euclidean", "manhattan"} or SimilarityFunction, \
+default=None
+        Metric of :meth:`similarity`, :meth:`similarity_pairwise` and
+        :meth:`score`. ``None`` means the model's saved
+        ``similarity_fn_name``, else cosine.
+    device : str or torch.device, default=None
+        ``None`` picks CUDA, else MPS, else the CPU.
+    batch_size : int, default=32
+        Texts per forward pass.
+    max_seq_length : int, default=None
+        Token limit per text; ``None`` means the model's. Longer texts are
+        truncated, with a warning that counts them.
+    normalize_embeddings : bool, default=False
+        L2-normalise the embeddings.
+    prompt : str, default=None
+        Text prepended to every input.
+    prompt_name : str, default=None
+        Name of a prompt saved with the model. ``None`` uses the model's
+        default prompt, if it has one.
+    show_progress_bar : bool, default=False
+        Show a progress bar while encoding.
+    trust_remote_code : bool, default=False
+        Allow custom code from the model folder to run.
+    revision : str, default=None
+        Hub revision of the model.
+    cache_folder : str or path-like, default=None
+        Hugging Face cache folder.
+
+    Attributes
+    ----------
+    model_folder_ : str
+        The local folder the model was loaded from.
+    model_fingerprint_ : str
+        SHA-256 of the model files; a reloaded estimator checks it.
+    device_ : str
+        The device the model runs on.
+    n_features_out_ : int
+        Embedding size.
+    max_seq_length_ : int
+        Effective token limit.
+    prompt_ : str or None
+        Effective prompt.
+    model_similarity_fn_name_ : str or None
+        ``similarity_fn_name`` saved with the model.
+
+    See Also
+    --------
+    skembed.similarity : Similarity between embeddings.
+
+    Examples
+    --------
+    >>> from skembed import SentenceEmbedder
+    >>> embedder = SentenceEmbedder(device="cpu").fit(["warm-up"])  # doctest: +SKIP
+    >>> embedder.transform(["The weather is lovely today."]).shape  # doctest: +SKIP
+    (1, 384)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "model_name_or_path": [str, os.PathLike],
+        "similarity_fn_name": [
+            StrOptions({*SimilarityFunction.possible_values(), "dot_product"}),
+            None,
+        ],
+        "device": [str, torch.device, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_seq_length": [Interval(Integral, 1, None, closed="left"), None],
+        "normalize_embeddings": ["boolean"],
+        "prompt": [str, None],
+        "prompt_name": [str, None],
+        "show_progress_bar": ["boolean"],
+        "trust_remote_code": ["boolean"],
+        "revision": [str, None],
+        "cache_folder": [str, os.PathLike, None],
+    }
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        similarity_fn_name: str | SimilarityFunction | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+        max_seq_length: int | None = None,
+        normalize_embeddings: bool = False,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        show_progress_bar: bool = False,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        cache_folder: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.model_name_or_path = model_name_or_path
+        self.similarity_fn_name = similarity_fn_name
+        self.device = device
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.normalize_embeddings = normalize_embeddings
+        self.prompt = prompt
+        self.prompt_name = prompt_name
+        self.show_progress_bar = show_progress_bar
+        self.trust_remote_code = trust_remote_code
+        self.revision = revision
+        self.cache_folder = cache_folder
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any = None, y: Any = None) -> SentenceEmbedder:
+        """Validate the parameters and load the model.
+
+        Parameters
+        ----------
+        X : texts or text pairs, default=None
+            Checked for well-formed text (one column of texts, or two columns
+            of text pairs), not learned from.
+        y : ignored
+
+        Returns
+        -------
+        self : SentenceEmbedder
+        """
+        if X is not None:
+            check_texts_or_pairs(X)
+        folder = resolve_model_folder(
+            self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
+        )
+        encoder = load_encoder(folder, resolve_device(self.device), self.trust_remote_code)
+        spec = encoder.spec
+        limit = encoder.max_position_embeddings
+        if self.max_seq_length is not None and limit is not None and self.max_seq_length > limit:
+            raise ValueError(
+                f"max_seq_length={self.max_seq_length} exceeds the {limit} positions the model "
+                f"at {folder} supports."
+            )
+        if self.prompt is not None and self.prompt_name is not None:
+            raise ValueError(
+                f"Give prompt or prompt_name, not both (got prompt={self.prompt!r}, "
+                f"prompt_name={self.prompt_name!r})."
+            )
+        prompt_name = self.prompt_name or spec.default_prompt_name
+        if self.prompt is None and prompt_name is not None and prompt_name not in spec.prompts:
+            raise ValueError(
+                f"prompt_name={prompt_name!r} is not among the model's prompts "
+                f"{sorted(spec.prompts)}."
+            )
+        self.model_folder_ = str(folder)
+        self.model_fingerprint_ = folder_fingerprint(folder)
+        self.device_ = str(encoder.device)
+        self.n_features_out_ = encoder.embedding_dimension
+        self.max_seq_length_ = self.max_seq_length or encoder.default_max_seq_length
+        self.prompt_ = self.prompt if self.prompt is not None else spec.prompts.get(prompt_name)
+        self.model_similarity_fn_name_ = spec.similarity_fn_name
+        self._encoder = encoder
+        return self
+
+    @property
+    def similarity_fn_name_(self) -> str:
+        """The metric in effect: the parameter, else the model's saved one, else cosine."""
+        check_is_fitted(self)
+        chosen = self.similarity_fn_name or self.model_similarity_fn_name_ or "cosine"
+        return SimilarityFunction(chosen).value
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_features_out_
+
+    def _get_encoder(self) -> Encoder:
+        check_is_fitted(self)
+        encoder = self.__dict__.get("_encoder")
+        if encoder is None:
+            # Unpickled: the pickle holds parameters only, so find the model again
+            # and make sure it is the one this estimator was fitted with.
+            folder = resolve_model_folder(
+                self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
+            )
+            fingerprint = folder_fingerprint(folder)
+            if fingerprint != self.model_fingerprint_:
+                raise ValueError(
+                    f"The model files at {folder} differ from those this estimator was fitted "
+                    f"with (fingerprint {fingerprint[:12]} != {self.model_fingerprint_[:12]}); "
+                    "fit it again."
+                )
+            encoder = load_encoder(folder, resolve_device(self.device), self.trust_remote_code)
+            self.model_folder_ = str(folder)
+            self.device_ = str(encoder.device)
+            self._encoder = encoder
+        return encoder
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_encoder", None)
+        return state
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Encode texts, each distinct text once, warning about truncated ones."""
+        unique = list(dict.fromkeys(texts))
+        result = self._get_encoder().encode(
+            unique,
+            batch_size=self.batch_size,
+            max_seq_length=self.max_seq_length_,
+            prompt=self.prompt_,
+            normalize_embeddings=self.normalize_embeddings,
+            show_progress_bar=self.show_progress_bar,
+        )
+        if result.n_truncated:
+            warnings.warn(
+                f"{result.n_truncated} of {len(unique)} distinct texts are longer than "
+                f"max_seq_length={self.max_seq_length_} tokens and were truncated.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if len(unique) == len(texts):
+            return result.embeddings
+        position = {text: i for i, text in enumerate(unique)}
+        return result.embeddings[[position[t] for t in texts]]
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Encode texts into embeddings.
+
+        Parameters
+        ----------
+        X : list, tuple, 1-D array, Series or one-column DataFrame of str
+            The texts. A bare string is refused: wrap it in a list.
+
+        Returns
+        -------
+        ndarray of shape (n_texts, n_features_out_), float32
+        """
+        check_is_fitted(self)
+        return self._embed(as_texts(X))
+
+    def _as_embeddings(self, X: Any, what: str) -> Any:
+        return self._embed(as_texts(X, what)) if looks_like_text(X) else X
+
+    def similarity(self, X: Any, Y: Any = None) -> Any:
+        """Similarity matrix under :attr:`similarity_fn_name_`.
+
+        Parameters
+        ----------
+        X : texts or embeddings of shape (n_x, d)
+            Texts are encoded first.
+        Y : texts or embeddings of shape (n_y, d), default=None
+            ``None`` compares ``X`` with itself.
+
+        Returns
+        -------
+        ndarray or torch.Tensor of shape (n_x, n_y)
+            See :func:`skembed.similarity`.
+        """
+        x = self._as_embeddings(X, "X")
+        y = None if Y is None else self._as_embeddings(Y, "Y")
+        return similarity(x, y, metric=self.similarity_fn_name_)
+
+    def similarity_pairwise(self, X: Any, Y: Any) -> Any:
+        """Row-by-row similarity under :attr:`similarity_fn_name_`.
+
+        Parameters
+        ----------
+        X : texts or embeddings of shape (n, d)
+        Y : texts or embeddings of shape (n, d)
+
+        Returns
+        -------
+        ndarray or torch.Tensor of shape (n,)
+        """
+        return pairwise_similarity(
+            self._as_embeddings(X, "X"),
+            self._as_embeddings(Y, "Y"),
+            metric=self.similarity_fn_name_,
+        )
+
+    def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
+        """Spearman correlation between pair similarities and gold scores.
+
+        The STS evaluation of the reference library: each pair is scored with
+        :attr:`similarity_fn_name_`, then ranked against ``y``.
+
+        Parameters
+        ----------
+        X : text pairs
+            Two-column DataFrame, ``(n, 2)`` array or list of 2-tuples.
+        y : array-like of shape (n,)
+            Gold similarity scores.
+        sample_weight : None
+            Not supported; present for the scikit-learn signature.
+
+        Returns
+        -------
+        float
+            Spearman's rho.
+        """
+        if sample_weight is not None:
+            raise ValueError("SentenceEmbedder.score does not support sample_weight.")
+        first, second = as_text_pairs(X)
+        gold = np.asarray(y, dtype=np.float64).ravel()
+        if len(gold) != len(first):
+            raise ValueError(f"X has {len(first)} pairs but y has {len(gold)} scores.")
+        embeddings = self._embed(first + second)
+        scores = pairwise_similarity(
+            embeddings[: len(first)], embeddings[len(first) :], metric=self.similarity_fn_name_
+        )
+        return float(spearmanr(scores, gold).statistic)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the model as a sentence-transformers folder.
+
+        The folder records the effective ``similarity_fn_name`` and
+        ``max_seq_length``, a Normalize module when ``normalize_embeddings`` is
+        set and a custom ``prompt`` as the default prompt, so that it
+        reproduces this estimator's embeddings. ``SentenceEmbedder(path)`` and
+        ``sentence_transformers.SentenceTransformer(path)`` both load it.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Target folder.
+        """
+        self._get_encoder().save(
+            path,
+            max_seq_length=self.max_seq_length_,
+            similarity_fn_name=self.similarity_fn_name_,
+            normalize=self.normalize_embeddings,
+            prompt=self.prompt,
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        return tags

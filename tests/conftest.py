@@ -46,9 +46,9 @@ def build_tiny_model(
     letters = list(string.ascii_lowercase + string.digits + string.punctuation)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters]
     vocab += [f"##{c}" for c in string.ascii_lowercase + string.digits] + _WORDS
-    vocab_file = path / "vocab.txt"
-    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    tokenizer = BertTokenizerFast(
+        vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True
+    )
     tokenizer.model_max_length = 64
     tokenizer.save_pretrained(path)
 

@@ -66,7 +66,9 @@ def build_tiny_model(
         return path
 
     modes = [pooling] if isinstance(pooling, str) else list(pooling)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}
+    ]
     (path / "1_Pooling").mkdir(exist_ok=True)
     if legacy_pooling_config:
         pooling_config = {"word_embedding_dimension": 32}

@@ -149,7 +149,7 @@ def test_similarity_methods_accept_texts_and_embeddings(embedder):
 def test_score_is_spearman_of_pair_similarity(embedder):
     from scipy.stats import spearmanr
 
-    pairs = pd.DataFrame({"a": TEXTS + ["a cat"], "b": TEXTS[::-1] + ["a dog"]})
+    pairs = pd.DataFrame({"a": [*TEXTS, "a cat"], "b": [*TEXTS[::-1], "a dog"]})
     gold = np.array([1.0, 5.0, 2.0, 3.0])
     for metric in METRICS:
         embedder.set_params(similarity_fn_name=metric)

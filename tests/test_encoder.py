@@ -127,7 +127,9 @@ def test_plain_checkpoint_reads_as_mean_pooling(make_tiny_model):
 def test_unsupported_module_is_refused(make_tiny_model):
     folder = make_tiny_model()
     modules = json.loads((folder / "modules.json").read_text())
-    modules.append({"idx": 3, "name": "3", "path": "3_LSTM", "type": "sentence_transformers.models.LSTM"})
+    modules.append(
+        {"idx": 3, "name": "3", "path": "3_LSTM", "type": "sentence_transformers.models.LSTM"}
+    )
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ValueError, match="LSTM"):
         read_folder(folder)

@@ -24,8 +24,17 @@ TEXTS = ["first text", "second text", "third"]
         lambda t: pd.DataFrame({"text": t}, index=["a", "b", "c"]),
         lambda t: [[x] for x in t],
     ],
-    ids=["list", "tuple", "array", "object-array", "column-array", "series", "string-series",
-         "frame", "rows-of-one"],
+    ids=[
+        "list",
+        "tuple",
+        "array",
+        "object-array",
+        "column-array",
+        "series",
+        "string-series",
+        "frame",
+        "rows-of-one",
+    ],
 )
 def test_accepted_text_containers(container):
     texts = as_texts(container(TEXTS))
@@ -94,7 +103,7 @@ def test_pairs_need_two_columns():
 
 def test_missing_value_in_pairs_names_column():
     frame = pd.DataFrame({"s1": ["a", "c"], "s2": ["b", None]})
-    with pytest.raises(ValueError, match="second column.*position 1"):
+    with pytest.raises(ValueError, match=r"second column.*position 1"):
         as_text_pairs(frame)
 
 

@@ -102,7 +102,7 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
     metric : str, SimilarityFunction or callable, default="cosine"
         ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"manhattan"``, or a
         callable ``f(x_row, y_row) -> float`` evaluated on each pair of rows
-        (as in scikit-learn).
+        (as in scikit-learn); callables work on numpy rows and return numpy.
 
     Returns
     -------
@@ -136,7 +136,7 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
     as_torch = isinstance(X, torch.Tensor) or isinstance(Y, torch.Tensor)
     x, y = _as_tensor_2d(X, "X"), _as_tensor_2d(Y, "Y")
     _check_dims(x, y)
-    y = y.to(device=x.device, dtype=x.dtype)
+    x, y = _common_dtype(x, y)
     out = torch.empty((x.shape[0], y.shape[0]), dtype=x.dtype, device=x.device)
     if name is SimilarityFunction.COSINE:
         x, y = _l2_normalize(x), _l2_normalize(y)
@@ -193,7 +193,7 @@ def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     as_torch = isinstance(X, torch.Tensor) or isinstance(Y, torch.Tensor)
     x, y = _as_tensor_2d(X, "X"), _as_tensor_2d(Y, "Y")
     _check_same_shape(x, y)
-    y = y.to(device=x.device, dtype=x.dtype)
+    x, y = _common_dtype(x, y)
     with torch.no_grad():
         if name is SimilarityFunction.COSINE:
             out = (_l2_normalize(x) * _l2_normalize(y)).sum(dim=-1)
@@ -284,12 +284,20 @@ def _as_tensor_2d(a: Any, name: str) -> torch.Tensor:
             t = t.float()
     else:
         arr = np.asarray(a)
+        # Checked before ascontiguousarray, which turns a 0-d array into shape (1,).
+        _promote_2d(arr, name)
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array of embeddings, got dtype object.")
         # A read-only or non-contiguous array cannot be viewed by torch without a copy.
         arr = np.ascontiguousarray(arr.astype(_float_dtype(arr.dtype), copy=False))
         t = torch.from_numpy(arr) if arr.flags.writeable else torch.tensor(arr)
     return _promote_2d(t, name)
+
+
+def _common_dtype(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move ``y`` to the device of ``x``, and both to their promoted dtype."""
+    dtype = torch.promote_types(x.dtype, y.dtype)
+    return x.to(dtype=dtype), y.to(device=x.device, dtype=dtype)
 
 
 def _promote_2d(a: Any, name: str) -> Any:

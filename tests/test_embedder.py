@@ -81,7 +81,7 @@ def test_duplicate_texts_get_identical_rows(embedder):
 
 def test_truncation_warns_with_count(embedder):
     long_text = "the cat sits outside " * 20
-    with pytest.warns(UserWarning, match=r"1 of 2 distinct texts .* max_seq_length=24"):
+    with pytest.warns(UserWarning, match=r"1 of 2 texts .* max_seq_length=24"):
         embedder.transform([long_text, "short"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -12,11 +12,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_text_pairs", "as_texts", "check_texts_or_pairs", "looks_like_text", "text_columns"]
+__all__ = [
+    "as_text_pairs",
+    "as_texts",
+    "check_texts_or_pairs",
+    "column_names",
+    "looks_like_text",
+    "text_columns",
+]
 
 
 def _is_polars(obj: Any) -> bool:
     return type(obj).__module__.split(".", 1)[0] == "polars"
+
+
+def column_names(X: Any) -> list[str] | None:
+    """Names of the columns of a frame, or the name of a named Series; else None."""
+    columns = getattr(X, "columns", None)
+    if columns is not None:
+        return [str(c) for c in columns]
+    name = getattr(X, "name", None)
+    return [str(name)] if isinstance(name, str) and name else None
 
 
 def text_columns(X: Any, what: str = "X") -> tuple[list[list[Any]], list[Any] | None]:
@@ -66,31 +82,44 @@ def text_columns(X: Any, what: str = "X") -> tuple[list[list[Any]], list[Any] | 
     )
 
 
-def _check_texts(values: list[Any], labels: list[Any] | None, what: str) -> list[str]:
+def _is_missing(value: Any) -> bool:
+    # pandas.NA and NaT are neither None nor float NaN.
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or type(value).__name__ in {"NAType", "NaTType"}
+    )
+
+
+def _check_texts(
+    values: list[Any], labels: list[Any] | None, what: str, allow_missing: bool
+) -> list[str | None]:
+    texts: list[str | None] = []
     for position, value in enumerate(values):
         if isinstance(value, str):
+            # numpy str_ and other str subclasses become plain str.
+            texts.append(value if type(value) is str else str(value))
             continue
         where = f"position {position}" + (
             f" (index label {labels[position]!r})" if labels is not None else ""
         )
-        if value is None or (isinstance(value, float) and math.isnan(value)) or _is_na(value):
+        if _is_missing(value):
+            if allow_missing:
+                texts.append(None)
+                continue
             raise ValueError(
                 f"{what} has a missing value ({value!r}) at {where}; every text must be a str. "
-                "Drop or fill missing texts first."
+                "Drop or fill missing texts first, or set missing='empty' or 'zero'."
             )
         raise TypeError(
             f"{what} has a {type(value).__name__} ({value!r}) at {where}; every text must be a str."
         )
-    # numpy str_ and other str subclasses become plain str.
-    return [str(v) if type(v) is not str else v for v in values]
+    return texts
 
 
-def _is_na(value: Any) -> bool:
-    # pandas.NA and NaT are neither None nor float NaN.
-    return type(value).__name__ in {"NAType", "NaTType"}
-
-
-def _checked_columns(X: Any, what: str, allowed: tuple[int, ...]) -> list[list[str]]:
+def _checked_columns(
+    X: Any, what: str, allowed: tuple[int, ...], allow_missing: bool = False
+) -> list[list[str | None]]:
     columns, labels = text_columns(X, what)
     if len(columns) not in allowed:
         raise ValueError(
@@ -99,9 +128,9 @@ def _checked_columns(X: Any, what: str, allowed: tuple[int, ...]) -> list[list[s
             + "."
         )
     if len(columns) == 1:
-        return [_check_texts(columns[0], labels, what)]
+        return [_check_texts(columns[0], labels, what, allow_missing)]
     return [
-        _check_texts(column, labels, f"{what} ({name} column)")
+        _check_texts(column, labels, f"{what} ({name} column)", allow_missing)
         for column, name in zip(columns, ("first", "second"), strict=False)
     ]
 
@@ -112,8 +141,11 @@ _SHAPES = {
 }
 
 
-def as_texts(X: Any, what: str = "X") -> list[str]:
+def as_texts(X: Any, what: str = "X", allow_missing: bool = False) -> list[str | None]:
     """Return the texts of a one-column input as a list of str.
+
+    With ``allow_missing``, missing values (None, NaN, pandas.NA) become None
+    instead of raising.
 
     Raises
     ------
@@ -122,10 +154,12 @@ def as_texts(X: Any, what: str = "X") -> list[str]:
     ValueError
         If ``X`` has a missing text (the message names its position) or more than one column.
     """
-    return _checked_columns(X, what, (1,))[0]
+    return _checked_columns(X, what, (1,), allow_missing)[0]
 
 
-def as_text_pairs(X: Any, what: str = "X") -> tuple[list[str], list[str]]:
+def as_text_pairs(
+    X: Any, what: str = "X", allow_missing: bool = False
+) -> tuple[list[str | None], list[str | None]]:
     """Return the two text columns of a pairs input.
 
     Raises
@@ -133,19 +167,24 @@ def as_text_pairs(X: Any, what: str = "X") -> tuple[list[str], list[str]]:
     TypeError, ValueError
         As :func:`as_texts`; ``ValueError`` if ``X`` does not have two columns.
     """
-    first, second = _checked_columns(X, what, (2,))
+    first, second = _checked_columns(X, what, (2,), allow_missing)
     return first, second
 
 
-def check_texts_or_pairs(X: Any, what: str = "X") -> None:
+def check_texts_or_pairs(X: Any, what: str = "X", allow_missing: bool = False) -> int:
     """Check that ``X`` is one column of texts or two columns of text pairs.
+
+    Returns
+    -------
+    int
+        The number of columns, 1 or 2.
 
     Raises
     ------
     TypeError, ValueError
         As :func:`as_texts`.
     """
-    _checked_columns(X, what, (1, 2))
+    return len(_checked_columns(X, what, (1, 2), allow_missing))
 
 
 def looks_like_text(X: Any) -> bool:

@@ -10,17 +10,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import resolve_device
-from ._inputs import as_text_pairs, as_texts, check_texts_or_pairs, looks_like_text
+from ._inputs import as_text_pairs, as_texts, check_texts_or_pairs, column_names, looks_like_text
+from .cache import DiskEmbeddingStore, encode_cached
 from .encoder import Encoder, folder_fingerprint, load_encoder, resolve_model_folder
 from .similarity import SimilarityFunction, pairwise_similarity, similarity
 
@@ -29,13 +25,17 @@ __all__ = ["SentenceEmbedder"]
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-class SentenceEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class SentenceEmbedder(TransformerMixin, BaseEstimator):
     """Encode texts into sentence embeddings with a transformer model.
 
     A scikit-learn transformer that reproduces sentence-transformers'
     ``SentenceTransformer.encode`` on the same model folder. Nothing is
     learned: :meth:`fit` validates the parameters and loads the model (once
     per process, shared by clones); :meth:`transform` encodes.
+
+    Embeddings go through an in-process cache shared by all estimators (see
+    :mod:`skembed.cache`): a text is encoded once per model and settings, so
+    clones, cross-validation folds and grid-search candidates reuse it.
 
     Parameters
     ----------
@@ -69,6 +69,14 @@ default=None
         Hub revision of the model.
     cache_folder : str or path-like, default=None
         Hugging Face cache folder.
+    missing : {"error", "empty", "zero"}, default="error"
+        What to do with a missing text (None, NaN, pandas.NA): raise an error
+        naming its position, encode it as the empty string, or give it an
+        all-zero embedding.
+    memory : str, path-like or joblib.Memory, default=None
+        Folder of a persistent embedding store shared across processes and
+        sessions (a ``joblib.Memory`` gives its ``location``). ``None`` keeps
+        embeddings in the in-process cache only.
 
     Attributes
     ----------
@@ -86,6 +94,11 @@ default=None
         Effective prompt.
     model_similarity_fn_name_ : str or None
         ``similarity_fn_name`` saved with the model.
+    n_features_in_ : int
+        Number of text columns seen in :meth:`fit` (1 for texts, 2 for pairs).
+    feature_names_in_ : ndarray of str
+        Column names seen in :meth:`fit`, when it had named columns (a frame
+        or a named Series).
 
     See Also
     --------
@@ -115,6 +128,8 @@ default=None
         "trust_remote_code": ["boolean"],
         "revision": [str, None],
         "cache_folder": [str, os.PathLike, None],
+        "missing": [StrOptions({"error", "empty", "zero"})],
+        "memory": [str, os.PathLike, HasMethods(["cache"]), None],
     }
 
     def __init__(
@@ -132,6 +147,8 @@ default=None
         trust_remote_code: bool = False,
         revision: str | None = None,
         cache_folder: str | os.PathLike[str] | None = None,
+        missing: str = "error",
+        memory: Any = None,
     ) -> None:
         self.model_name_or_path = model_name_or_path
         self.similarity_fn_name = similarity_fn_name
@@ -145,6 +162,8 @@ default=None
         self.trust_remote_code = trust_remote_code
         self.revision = revision
         self.cache_folder = cache_folder
+        self.missing = missing
+        self.memory = memory
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> SentenceEmbedder:
@@ -162,7 +181,12 @@ default=None
         self : SentenceEmbedder
         """
         if X is not None:
-            check_texts_or_pairs(X)
+            self.n_features_in_ = check_texts_or_pairs(X, allow_missing=self.missing != "error")
+            names = column_names(X)
+            if names is not None:
+                self.feature_names_in_ = np.asarray(names, dtype=object)
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
         folder = resolve_model_folder(
             self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
         )
@@ -202,9 +226,27 @@ default=None
         chosen = self.similarity_fn_name or self.model_similarity_fn_name_ or "cosine"
         return SimilarityFunction(chosen).value
 
-    @property
-    def _n_features_out(self) -> int:
-        return self.n_features_out_
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the embedding columns.
+
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            The input column name. Defaults to the name seen in :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of str
+            ``"<column>_<i>"`` when the input column has a name, else
+            ``"sentenceembedder<i>"``.
+        """
+        check_is_fitted(self, "n_features_out_")
+        if input_features is None:
+            input_features = getattr(self, "feature_names_in_", None)
+        prefix = "sentenceembedder"
+        if input_features is not None and len(input_features) == 1:
+            prefix = f"{input_features[0]}_"
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def _get_encoder(self) -> Encoder:
         check_is_fitted(self)
@@ -233,28 +275,47 @@ default=None
         state.pop("_encoder", None)
         return state
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        """Encode texts, each distinct text once, warning about truncated ones."""
-        unique = list(dict.fromkeys(texts))
-        result = self._get_encoder().encode(
-            unique,
+    def _store(self) -> DiskEmbeddingStore | None:
+        location = getattr(self.memory, "location", self.memory)
+        return None if location is None else DiskEmbeddingStore(location)
+
+    def _texts(self, X: Any, what: str = "X") -> list[str | None]:
+        return as_texts(X, what, allow_missing=self.missing != "error")
+
+    def _pairs(self, X: Any) -> tuple[list[str | None], list[str | None]]:
+        return as_text_pairs(X, allow_missing=self.missing != "error")
+
+    def _embed(self, texts: list[str | None]) -> np.ndarray:
+        """Encode texts through the caches, applying the missing-text policy.
+
+        Warns with a count when texts are longer than ``max_seq_length_``.
+        """
+        present = [i for i, text in enumerate(texts) if text is not None]
+        result = encode_cached(
+            self._get_encoder(),
+            [text if text is not None else "" for text in texts]
+            if self.missing != "zero"
+            else [texts[i] for i in present],
+            store=self._store(),
             batch_size=self.batch_size,
             max_seq_length=self.max_seq_length_,
             prompt=self.prompt_,
             normalize_embeddings=self.normalize_embeddings,
             show_progress_bar=self.show_progress_bar,
         )
-        if result.n_truncated:
+        n_truncated = int(result.truncated.sum())
+        if n_truncated:
             warnings.warn(
-                f"{result.n_truncated} of {len(unique)} distinct texts are longer than "
+                f"{n_truncated} of {len(texts)} texts are longer than "
                 f"max_seq_length={self.max_seq_length_} tokens and were truncated.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
-        if len(unique) == len(texts):
+        if self.missing != "zero" or len(present) == len(texts):
             return result.embeddings
-        position = {text: i for i, text in enumerate(unique)}
-        return result.embeddings[[position[t] for t in texts]]
+        embeddings = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
+        embeddings[present] = result.embeddings
+        return embeddings
 
     def transform(self, X: Any) -> np.ndarray:
         """Encode texts into embeddings.
@@ -269,10 +330,10 @@ default=None
         ndarray of shape (n_texts, n_features_out_), float32
         """
         check_is_fitted(self)
-        return self._embed(as_texts(X))
+        return self._embed(self._texts(X))
 
     def _as_embeddings(self, X: Any, what: str) -> Any:
-        return self._embed(as_texts(X, what)) if looks_like_text(X) else X
+        return self._embed(self._texts(X, what)) if looks_like_text(X) else X
 
     def similarity(self, X: Any, Y: Any = None) -> Any:
         """Similarity matrix under :attr:`similarity_fn_name_`.
@@ -333,15 +394,30 @@ default=None
         """
         if sample_weight is not None:
             raise ValueError("SentenceEmbedder.score does not support sample_weight.")
-        first, second = as_text_pairs(X)
         gold = np.asarray(y, dtype=np.float64).ravel()
-        if len(gold) != len(first):
-            raise ValueError(f"X has {len(first)} pairs but y has {len(gold)} scores.")
+        scores = self.pair_similarity(X)
+        if len(gold) != len(scores):
+            raise ValueError(f"X has {len(scores)} pairs but y has {len(gold)} scores.")
+        return float(spearmanr(scores, gold).statistic)
+
+    def pair_similarity(self, X: Any) -> np.ndarray:
+        """Similarity of each text pair under :attr:`similarity_fn_name_`.
+
+        Parameters
+        ----------
+        X : text pairs
+            Two-column DataFrame, ``(n, 2)`` array or list of 2-tuples.
+
+        Returns
+        -------
+        ndarray of shape (n,), float32
+        """
+        check_is_fitted(self)
+        first, second = self._pairs(X)
         embeddings = self._embed(first + second)
-        scores = pairwise_similarity(
+        return pairwise_similarity(
             embeddings[: len(first)], embeddings[len(first) :], metric=self.similarity_fn_name_
         )
-        return float(spearmanr(scores, gold).statistic)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save the model as a sentence-transformers folder.

@@ -22,10 +22,15 @@ __all__ = ["EncodeResult", "Encoder", "folder_fingerprint", "load_encoder"]
 
 @dataclass(frozen=True)
 class EncodeResult:
-    """Embeddings of a list of texts, in input order, and how many were truncated."""
+    """Embeddings of a list of texts, in input order, and which texts were truncated."""
 
     embeddings: np.ndarray
-    n_truncated: int
+    truncated: np.ndarray
+
+    @property
+    def n_truncated(self) -> int:
+        """How many texts were longer than the token limit."""
+        return int(self.truncated.sum())
 
 
 class _Dense(torch.nn.Module):
@@ -120,6 +125,7 @@ class Encoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.spec: FolderSpec = read_folder(folder)
+        self.fingerprint = folder_fingerprint(folder)
         self.device = device
         source = self.spec.transformer_path
         self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -230,11 +236,11 @@ class Encoder:
         max_length = max_seq_length or self.default_max_seq_length
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         if not texts:
-            return EncodeResult(out, 0)
+            return EncodeResult(out, np.zeros(0, dtype=bool))
         backend = self._backend(max_length)
         inputs = [prompt + text for text in texts] if prompt else texts
         encodings = backend.encode_batch(inputs)
-        n_truncated = sum(1 for e in encodings if e.overflowing)
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool)
         prompt_length = (
             self.prompt_length(prompt, max_length)
             if prompt and not self.spec.pooling.include_prompt
@@ -251,7 +257,7 @@ class Encoder:
                 if normalize_embeddings:
                     embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
                 out[rows] = embeddings.float().cpu().numpy()
-        return EncodeResult(out, n_truncated)
+        return EncodeResult(out, truncated)
 
     def _pad(self, encodings: list, width: int) -> dict[str, np.ndarray]:
         names = self.tokenizer.model_input_names

@@ -1,0 +1,109 @@
+"""PairSimilarity: a transformer from text pairs to their similarity."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods
+from sklearn.utils.validation import check_is_fitted
+
+from ._inputs import as_text_pairs
+from .embedder import SentenceEmbedder
+
+__all__ = ["PairSimilarity"]
+
+
+class PairSimilarity(TransformerMixin, BaseEstimator):
+    """Score text pairs with a sentence embedder's similarity function.
+
+    Turns each pair of texts into one feature, the similarity of their
+    embeddings under ``embedder.similarity_fn_name``. Followed by a classifier
+    it makes a paraphrase or duplicate detector; the metric is a
+    hyperparameter of the nested embedder
+    (``"<step>__embedder__similarity_fn_name"`` in a grid search).
+
+    Parameters
+    ----------
+    embedder : SentenceEmbedder, default=None
+        The embedder to clone and fit; ``None`` means ``SentenceEmbedder()``.
+
+    Attributes
+    ----------
+    embedder_ : SentenceEmbedder
+        The fitted clone of ``embedder``.
+    n_features_in_ : int
+        Always 2: the two texts of a pair.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import Pipeline
+    >>> from skembed import PairSimilarity, SentenceEmbedder
+    >>> detector = Pipeline([
+    ...     ("sim", PairSimilarity(SentenceEmbedder(device="cpu"))),
+    ...     ("clf", LogisticRegression()),
+    ... ])
+    >>> detector.fit(pairs, labels)  # doctest: +SKIP
+    """
+
+    _parameter_constraints: ClassVar[dict] = {"embedder": [HasMethods(["pair_similarity"]), None]}
+
+    def __init__(self, embedder: SentenceEmbedder | None = None) -> None:
+        self.embedder = embedder
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X: Any, y: Any = None) -> PairSimilarity:
+        """Fit a clone of the embedder on the text pairs ``X``.
+
+        Parameters
+        ----------
+        X : text pairs
+            Two-column DataFrame, ``(n, 2)`` array or list of 2-tuples.
+        y : ignored
+
+        Returns
+        -------
+        self : PairSimilarity
+        """
+        embedder = clone(SentenceEmbedder() if self.embedder is None else self.embedder)
+        as_text_pairs(X, allow_missing=embedder.missing != "error")
+        self.embedder_ = embedder.fit(X)
+        self.n_features_in_ = 2
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Similarity of each pair.
+
+        Parameters
+        ----------
+        X : text pairs
+            Two-column DataFrame, ``(n, 2)`` array or list of 2-tuples.
+
+        Returns
+        -------
+        ndarray of shape (n, 1), float32
+        """
+        check_is_fitted(self)
+        return self.embedder_.pair_similarity(X).reshape(-1, 1)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Return ``["similarity"]``.
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        ndarray of str
+        """
+        check_is_fitted(self)
+        return np.asarray(["similarity"], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        return tags

@@ -175,6 +175,12 @@ def stsb_dev():
 
 
 @pytest.fixture(scope="session")
+def stsb_train():
+    """STSb train pairs: sentence1, sentence2, score."""
+    return _read_stsb("train")
+
+
+@pytest.fixture(scope="session")
 def stsb_test():
     """STSb test pairs: sentence1, sentence2, score."""
     return _read_stsb("test")

@@ -130,3 +130,46 @@ def test_saved_folder_loads_in_reference(real_model, tmp_path, dev_sentences):
     assert np.abs(reloaded.encode(texts) - embedder.transform(texts)).max() <= 1e-5
     ours = SentenceEmbedder(tmp_path / "saved", device="cpu").fit(texts)
     assert ours.similarity_fn_name_ == "manhattan"
+
+
+def test_pandas_output_keeps_index_with_real_model(real_model):
+    import pandas as pd
+
+    series = pd.Series(SEED * 7, index=range(100, 121)).iloc[:20]
+    frame = SentenceEmbedder(real_model, device="cpu").set_output(transform="pandas")
+    out = frame.fit_transform(series)
+    assert out.shape == (20, 384)
+    assert list(out.index) == list(range(100, 120))
+
+
+def test_column_transformer_with_real_model(real_model):
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+
+    frame = pd.DataFrame({"text": SENTENCES1 + SENTENCES2, "x": range(6)})
+    out = ColumnTransformer(
+        [("emb", SentenceEmbedder(real_model, device="cpu"), "text"), ("num", "passthrough", ["x"])]
+    ).fit_transform(frame)
+    assert out.shape == (6, 385)
+
+
+def test_paraphrase_grid_search_on_stsb_train(real_model, stsb_train):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from skembed import PairSimilarity
+
+    train = stsb_train.head(900)
+    search = GridSearchCV(
+        Pipeline(
+            [
+                ("sim", PairSimilarity(SentenceEmbedder(real_model, device="cpu"))),
+                ("clf", LogisticRegression()),
+            ]
+        ),
+        {"sim__embedder__similarity_fn_name": METRICS},
+        cv=3,
+        n_jobs=2,
+    ).fit(train[["sentence1", "sentence2"]], (train["score"] >= 3).astype(int))
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_score_ > 0.75

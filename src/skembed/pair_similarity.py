@@ -104,6 +104,7 @@ class PairSimilarity(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        # Texts: a 1-D collection, or a 2-D array / frame of one text column (two for pairs).
         tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
+        tags.input_tags.two_d_array = True
         return tags

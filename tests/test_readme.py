@@ -20,15 +20,29 @@ def _block(name: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.integration
-def test_quickstart_prints_what_the_readme_shows():
-    result = subprocess.run(
-        [sys.executable, "-c", _block("quickstart")],
+def _run(code: str) -> subprocess.CompletedProcess:
+    # From the repository root, where the README's relative data paths hold.
+    return subprocess.run(
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
+        cwd=README.parent,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=300,
+        timeout=600,
         check=False,
     )
+
+
+@pytest.mark.integration
+def test_quickstart_prints_what_the_readme_shows():
+    result = _run(_block("quickstart"))
     assert result.returncode == 0, result.stderr
     assert result.stdout == _block("quickstart-output")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["main", "recipes"])
+def test_readme_examples_run(name):
+    result = _run(_block(name))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["DTYPES", "resolve_device", "resolve_devices", "resolve_dtype"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -50,3 +52,61 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} was requested but MPS is not available here.")
     return resolved
+
+
+def resolve_devices(device: object) -> list[torch.device]:
+    """Return the devices to run on: one, a list, or every CUDA GPU.
+
+    Parameters
+    ----------
+    device : str, torch.device, list or tuple of them, "all" or None
+        ``"all"`` means every visible CUDA GPU. Anything else is resolved by
+        :func:`resolve_device`, element by element for a list.
+
+    Returns
+    -------
+    list of torch.device
+
+    Raises
+    ------
+    ValueError
+        If ``"all"`` finds no CUDA GPU, the list is empty, or a device is invalid.
+    """
+    if isinstance(device, str) and device == "all":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError("device='all' means every CUDA GPU, but none is visible here.")
+        return [torch.device("cuda", index) for index in range(count)]
+    if isinstance(device, list | tuple):
+        if not device:
+            raise ValueError("device is an empty list; name at least one device.")
+        return [resolve_device(d) for d in device]
+    return [resolve_device(device)]
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Return the precision the transformer runs in.
+
+    Parameters
+    ----------
+    dtype : {"auto", "float32", "float16", "bfloat16"}, torch.dtype or None
+        ``"auto"`` (or None) means float16 on CUDA and float32 elsewhere.
+    device : torch.device
+        The device the model runs on.
+
+    Returns
+    -------
+    torch.dtype
+
+    Raises
+    ------
+    ValueError
+        If ``dtype`` is not one of the supported precisions.
+    """
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype={dtype!r} is not supported; expected 'auto' or one of {list(DTYPES)}.")

@@ -1,7 +1,7 @@
 """Embedding caches: each distinct text is encoded once per model and settings.
 
 Two levels, both keyed by a *namespace* (a hash of the model's file
-fingerprint, device type and every setting that changes an embedding:
+fingerprint, device type, precision and every setting that changes an embedding:
 ``max_seq_length``, prompt, normalisation) and the text:
 
 - an in-process LRU cache shared by every estimator, so clones and the fits of
@@ -234,6 +234,7 @@ def namespace_for(encoder: Encoder, **settings: Any) -> str:
     payload = {
         "model": encoder.fingerprint,
         "device": encoder.device.type,
+        "dtype": str(encoder.dtype),
         **settings,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -244,7 +245,8 @@ def encode_cached(
     texts: Sequence[str],
     *,
     store: DiskEmbeddingStore | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
+    max_batch_tokens: int | None = None,
     max_seq_length: int | None = None,
     prompt: str | None = None,
     normalize_embeddings: bool = False,
@@ -285,6 +287,7 @@ def encode_cached(
         result = encoder.encode(
             missing,
             batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
             max_seq_length=max_seq_length,
             prompt=prompt,
             normalize_embeddings=normalize_embeddings,

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._batching import Batch, PreparedChunk, pad_batch, plan_batches
 from ._folder import DenseSpec, FolderSpec, PoolingSpec, read_folder, write_folder_configs
 from ._pooling import pool
 
@@ -108,6 +110,11 @@ def folder_fingerprint(folder: Path) -> str:
     return _FINGERPRINTS[key]
 
 
+# Texts tokenized per chunk: the next chunk is tokenized while the model runs this one, and
+# memory for tokens stays bounded however many texts come in.
+_CHUNK_TEXTS = 16384
+
+
 class Encoder:
     """A model folder loaded on one device, ready to encode texts.
 
@@ -119,27 +126,32 @@ class Encoder:
         Where the model runs.
     trust_remote_code : bool, default=False
         Allow custom model code from the folder to run.
+    dtype : torch.dtype, default=torch.float32
+        Precision of the transformer. Pooling sums, dense layers and
+        normalisation stay in float32.
     """
 
-    def __init__(self, folder: Path, device: torch.device, trust_remote_code: bool = False) -> None:
-        from transformers import AutoModel, AutoTokenizer
+    def __init__(
+        self,
+        folder: Path,
+        device: torch.device,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        from transformers import AutoTokenizer
 
         self.spec: FolderSpec = read_folder(folder)
         self.fingerprint = folder_fingerprint(folder)
         self.device = device
+        self.dtype = dtype
         source = self.spec.transformer_path
         self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(
                 f"The tokenizer of {source} has no fast (Rust) implementation; skembed needs one."
             )
-        self.model = AutoModel.from_pretrained(
-            source,
-            trust_remote_code=trust_remote_code,
-            dtype=torch.float32,
-            use_safetensors=(source / "model.safetensors").is_file() or None,
-        ).to(device)
-        self.model.eval()
+        self._trust_remote_code = trust_remote_code
+        self.model = self._load_transformer(device, dtype)
         self._dense = {
             position: _Dense(step, trust_remote_code).to(device)
             for position, step in enumerate(self.spec.steps)
@@ -149,6 +161,19 @@ class Encoder:
         self._lock = threading.Lock()
         self.hidden_size = int(self.model.config.hidden_size)
         self.embedding_dimension = self._output_dimension()
+
+    def _load_transformer(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        from transformers import AutoModel
+
+        source = self.spec.transformer_path
+        # Loaded in float32, then cast: the weights on disk may be in any precision.
+        model = AutoModel.from_pretrained(
+            source,
+            trust_remote_code=self._trust_remote_code,
+            dtype=torch.float32,
+            use_safetensors=(source / "model.safetensors").is_file() or None,
+        )
+        return model.to(device=device, dtype=dtype).eval()
 
     def _output_dimension(self) -> int:
         dim = self.hidden_size
@@ -173,6 +198,16 @@ class Encoder:
         limit = int(self.tokenizer.model_max_length)
         cap = self.max_position_embeddings
         return min(limit, cap) if cap is not None else limit
+
+    @property
+    def default_batch_size(self) -> int:
+        """Rows per batch when none is given: large on accelerators, 64 on the CPU."""
+        return 64 if self.device.type == "cpu" else 4096
+
+    @property
+    def default_batch_tokens(self) -> int:
+        """Padded tokens per batch when no budget is given."""
+        return 64 * 128 if self.device.type == "cpu" else 4096 * 64
 
     def _backend(self, max_length: int):
         # One configured copy of the Rust tokenizer per length limit; the shared
@@ -204,7 +239,8 @@ class Encoder:
         self,
         texts: list[str],
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
         max_seq_length: int | None = None,
         prompt: str | None = None,
         normalize_embeddings: bool = False,
@@ -212,77 +248,118 @@ class Encoder:
     ) -> EncodeResult:
         """Encode texts into float32 embeddings, returned in input order.
 
-        Texts are tokenized in one call of the Rust tokenizer, sorted by token
-        length so batches carry little padding, and run under
-        ``torch.inference_mode``.
+        Texts are tokenized by the Rust tokenizer in chunks (the next chunk
+        while the model runs the current one), sorted by token length so
+        batches carry little padding, and run under ``torch.inference_mode``.
+        A batch that runs out of CUDA memory is halved and retried.
 
         Parameters
         ----------
         texts : list of str
-        batch_size : int, default=32
+        batch_size : int, optional
+            Most rows per batch; default :attr:`default_batch_size`.
+        max_batch_tokens : int, optional
+            Most padded tokens per batch; default :attr:`default_batch_tokens`.
+            A single text always fits.
         max_seq_length : int, optional
-            Token limit; default is the model's.
+            Token limit per text; default is the model's.
         prompt : str, optional
             Text prepended to every input.
         normalize_embeddings : bool, default=False
             L2-normalise the output rows.
         show_progress_bar : bool, default=False
-            Show a tqdm bar over batches on stderr.
+            Show a tqdm bar over texts on stderr.
 
         Returns
         -------
         EncodeResult
         """
         max_length = max_seq_length or self.default_max_seq_length
+        max_rows = batch_size or self.default_batch_size
+        max_tokens = max_batch_tokens or self.default_batch_tokens
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
-        if not texts:
-            return EncodeResult(out, np.zeros(0, dtype=bool))
-        backend = self._backend(max_length)
-        inputs = [prompt + text for text in texts] if prompt else texts
-        encodings = backend.encode_batch(inputs)
-        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool)
+        truncated = np.zeros(len(texts), dtype=bool)
+        inputs = [prompt + text for text in texts] if prompt else list(texts)
         prompt_length = (
             self.prompt_length(prompt, max_length)
             if prompt and not self.spec.pooling.include_prompt
             else 0
         )
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        order = np.argsort(-lengths, kind="stable")
-        starts = range(0, len(order), batch_size)
-        with torch.inference_mode():
-            for start in tqdm(starts, desc="Batches", disable=not show_progress_bar):
-                rows = order[start : start + batch_size]
-                batch = self._pad([encodings[i] for i in rows], int(lengths[rows].max()))
-                embeddings = self._forward(batch, prompt_length)
-                if normalize_embeddings:
-                    embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
-                out[rows] = embeddings.float().cpu().numpy()
+        starts = list(range(0, len(inputs), _CHUNK_TEXTS))
+        bar = tqdm(total=len(inputs), desc="Encoding", unit="text", disable=not show_progress_bar)
+        with ThreadPoolExecutor(max_workers=1) as pool, bar, torch.inference_mode():
+
+            def prepare(start: int):
+                chunk = inputs[start : start + _CHUNK_TEXTS]
+                return pool.submit(self._prepare, start, chunk, max_length, max_rows, max_tokens)
+
+            pending = prepare(starts[0]) if starts else None
+            for index in range(len(starts)):
+                prepared = pending.result()
+                if index + 1 < len(starts):
+                    pending = prepare(starts[index + 1])
+                rows, outputs = [], []
+                for batch in prepared.batches:
+                    embeddings = self._forward_splitting_on_oom(batch, prompt_length)
+                    if normalize_embeddings:
+                        embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
+                    rows.append(batch.rows)
+                    outputs.append(embeddings)
+                    bar.update(len(batch.rows))
+                # One device-to-host copy per chunk keeps the accelerator busy in between.
+                out[prepared.start + np.concatenate(rows)] = torch.cat(outputs).cpu().numpy()
+                truncated[prepared.start : prepared.start + len(prepared.truncated)] = (
+                    prepared.truncated
+                )
         return EncodeResult(out, truncated)
 
-    def _pad(self, encodings: list, width: int) -> dict[str, np.ndarray]:
-        names = self.tokenizer.model_input_names
-        ids = np.full((len(encodings), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
-        left = self.tokenizer.padding_side == "left"
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            span = slice(width - n, width) if left else slice(0, n)
-            ids[row, span] = encoding.ids
-            mask[row, span] = 1
-            types[row, span] = encoding.type_ids
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in names:
-            batch["token_type_ids"] = types
-        return batch
+    def _prepare(
+        self, start: int, texts: list[str], max_length: int, max_rows: int, max_tokens: int
+    ) -> PreparedChunk:
+        """Tokenize a chunk and build its padded batches (runs in a worker thread)."""
+        encodings = self._backend(max_length).encode_batch(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        pinned = self.device.type == "cuda"
+        batches = []
+        for rows in plan_batches(lengths, max_rows, max_tokens):
+            arrays = pad_batch(
+                [encodings[i] for i in rows],
+                pad_id=self.tokenizer.pad_token_id or 0,
+                left=self.tokenizer.padding_side == "left",
+                with_token_types="token_type_ids" in self.tokenizer.model_input_names,
+            )
+            tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+            if pinned:
+                # Page-locked host memory lets the copy to the GPU run asynchronously.
+                tensors = {k: v.pin_memory() for k, v in tensors.items()}
+            batches.append(Batch(rows, tensors))
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool)
+        return PreparedChunk(start, truncated, batches)
 
-    def _forward(self, batch: dict[str, np.ndarray], prompt_length: int) -> torch.Tensor:
-        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-        token_embeddings = self.model(**tensors, return_dict=True).last_hidden_state
-        embeddings = token_embeddings
+    def _forward_splitting_on_oom(self, batch: Batch, prompt_length: int) -> torch.Tensor:
+        try:
+            return self._forward(batch.tensors, prompt_length)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch.rows) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            first, second = batch.split()
+            return torch.cat(
+                [
+                    self._forward_splitting_on_oom(first, prompt_length),
+                    self._forward_splitting_on_oom(second, prompt_length),
+                ]
+            )
+
+    def _forward(self, tensors: dict[str, torch.Tensor], prompt_length: int) -> torch.Tensor:
+        """Token ids of one batch -> float32 sentence embeddings, on the model's device."""
+        tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+        embeddings = self.model(**tensors, return_dict=True).last_hidden_state
         for position, step in enumerate(self.spec.steps):
             if isinstance(step, PoolingSpec):
-                embeddings = pool(embeddings, tensors["attention_mask"], step.modes, prompt_length)
+                pooled = pool(embeddings, tensors["attention_mask"], step.modes, prompt_length)
+                embeddings = pooled.float()
             elif isinstance(step, DenseSpec):
                 embeddings = self._dense[position](embeddings)
             else:
@@ -318,7 +395,13 @@ class Encoder:
 
         target = Path(path)
         target.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(target)
+        # A half-precision copy would save rounded weights: save the float32 original.
+        model = (
+            self.model
+            if self.dtype == torch.float32
+            else self._load_transformer(torch.device("cpu"), torch.float32)
+        )
+        model.save_pretrained(target)
         self.tokenizer.save_pretrained(target)
         # The folder layout numbers modules by position, so dense folders are renamed on save.
         steps = []
@@ -369,18 +452,23 @@ def _skembed_version() -> str:
         return "unknown"
 
 
-_ENCODERS: dict[tuple[str, str, bool], Encoder] = {}
+_ENCODERS: dict[tuple[str, str, str, bool], Encoder] = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
-def load_encoder(folder: Path, device: torch.device, trust_remote_code: bool = False) -> Encoder:
-    """Return the process-wide encoder for (folder, device, trust_remote_code), loading it once.
+def load_encoder(
+    folder: Path,
+    device: torch.device,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Encoder:
+    """Return the process-wide encoder for (folder, device, dtype), loading it once.
 
     Clones of an estimator, and estimators with the same model, share one copy
     of the weights.
     """
-    key = (str(folder), str(device), trust_remote_code)
+    key = (str(folder), str(device), str(dtype), trust_remote_code)
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = Encoder(folder, device, trust_remote_code)
+            _ENCODERS[key] = Encoder(folder, device, trust_remote_code, dtype)
         return _ENCODERS[key]

@@ -1,0 +1,86 @@
+"""Tokenized texts -> padded batches bounded by a row count and a token budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Batch", "PreparedChunk", "pad_batch", "plan_batches"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One forward pass: the input rows it holds and their padded tensors."""
+
+    rows: np.ndarray
+    tensors: dict[str, torch.Tensor]
+
+    def split(self) -> tuple[Batch, Batch]:
+        """Two halves of the batch, same padding, rows in the same order."""
+        half = len(self.rows) // 2
+        return (
+            Batch(self.rows[:half], {k: v[:half] for k, v in self.tensors.items()}),
+            Batch(self.rows[half:], {k: v[half:] for k, v in self.tensors.items()}),
+        )
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A tokenized chunk of texts, ready for the model."""
+
+    start: int
+    truncated: np.ndarray
+    batches: list[Batch]
+
+
+def plan_batches(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.ndarray]:
+    """Group rows into batches of similar token length.
+
+    Rows are sorted longest first; a batch grows while it has fewer than
+    ``max_rows`` rows and its padded size (rows x longest row) stays within
+    ``max_tokens``. A row longer than ``max_tokens`` gets a batch of its own.
+
+    Parameters
+    ----------
+    lengths : ndarray of int
+        Token count of each row.
+    max_rows, max_tokens : int
+        Bounds of one batch.
+
+    Returns
+    -------
+    list of ndarray
+        Row indices of each batch, longest batches first.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches = []
+    start = 0
+    while start < len(order):
+        width = max(int(lengths[order[start]]), 1)
+        rows = max(1, min(max_rows, max_tokens // width))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+def pad_batch(
+    encodings: list, pad_id: int, left: bool, with_token_types: bool
+) -> dict[str, np.ndarray]:
+    """Pad Rust-tokenizer encodings into ``input_ids``, ``attention_mask`` (and token types)."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    types = np.zeros((len(encodings), width), dtype=np.int64) if with_token_types else None
+    for row, encoding in enumerate(encodings):
+        n = len(encoding.ids)
+        span = slice(width - n, width) if left else slice(0, n)
+        ids[row, span] = encoding.ids
+        mask[row, span] = 1
+        if types is not None:
+            types[row, span] = encoding.type_ids
+    arrays = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        arrays["token_type_ids"] = types
+    return arrays

@@ -16,10 +16,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["SimilarityFunction", "pairwise_similarity", "similarity"]
+__all__ = ["SimilarityFunction", "pairwise_similarity", "semantic_search", "similarity"]
 
 # Row blocks are sized so one block's temporaries stay near this many elements
-# (64 MiB in float32), whatever the size of the full output.
+# (64 MiB in float32), and under an eighth of the output for small outputs, so the
+# peak memory of similarity() stays close to the size of its result.
 _BLOCK_ELEMENTS = 1 << 24
 
 
@@ -140,7 +141,8 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
     out = torch.empty((x.shape[0], y.shape[0]), dtype=x.dtype, device=x.device)
     if name is SimilarityFunction.COSINE:
         x, y = _l2_normalize(x), _l2_normalize(y)
-    rows = max(1, _BLOCK_ELEMENTS // max(1, y.shape[0]))
+    block = min(_BLOCK_ELEMENTS, out.numel() // 8)
+    rows = max(1, block // max(1, y.shape[0]))
     with torch.no_grad():
         for start in range(0, x.shape[0], rows):
             block = out[start : start + rows]
@@ -206,6 +208,102 @@ def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     if scalar:
         out = out[0]
     return out if as_torch else out.numpy()
+
+
+def semantic_search(
+    queries: Any,
+    corpus: Any,
+    top_k: int = 10,
+    metric: str | SimilarityFunction = "cosine",
+    *,
+    max_block_bytes: int = 64 << 20,
+) -> tuple[Any, Any]:
+    """Find the ``top_k`` most similar corpus rows for every query, streaming the corpus.
+
+    The full ``(n_queries, n_corpus)`` matrix is never built: scores are
+    computed one block of (query rows x corpus rows) at a time, each block
+    within ``max_block_bytes``, and merged into a running top-k.
+
+    Parameters
+    ----------
+    queries : array-like or torch.Tensor of shape (n_queries, d) or (d,)
+        Query embeddings.
+    corpus : array-like or torch.Tensor of shape (n_corpus, d)
+        Corpus embeddings.
+    top_k : int, default=10
+        Number of best rows per query; at most ``n_corpus``.
+    metric : str or SimilarityFunction, default="cosine"
+        Any of the four similarity functions (larger is more similar).
+    max_block_bytes : int, default=64 MiB
+        Size bound of one block of scores.
+
+    Returns
+    -------
+    scores : ndarray or torch.Tensor of shape (n_queries, top_k)
+        Best scores per query, in decreasing order.
+    indices : ndarray or torch.Tensor of shape (n_queries, top_k), int64
+        Corpus rows of those scores.
+
+    Raises
+    ------
+    ValueError
+        If ``top_k`` is not in ``[1, n_corpus]``, the block budget cannot hold
+        one score, or the dimensions differ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skembed import semantic_search
+    >>> corpus = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> scores, indices = semantic_search(np.array([[1.0, 0.1]]), corpus, top_k=2)
+    >>> indices
+    array([[0, 2]])
+    """
+    name = SimilarityFunction(metric)
+    as_torch = isinstance(queries, torch.Tensor) or isinstance(corpus, torch.Tensor)
+    q, c = _as_tensor_2d(queries, "queries"), _as_tensor_2d(corpus, "corpus")
+    _check_dims(q, c)
+    q, c = _common_dtype(q, c)
+    if not 1 <= top_k <= c.shape[0]:
+        raise ValueError(f"top_k={top_k} must be between 1 and the {c.shape[0]} corpus rows.")
+    budget = max_block_bytes // q.element_size()
+    if budget < top_k:
+        raise ValueError(
+            f"max_block_bytes={max_block_bytes} holds fewer than top_k={top_k} scores."
+        )
+    # Query blocks as tall as the budget allows with corpus blocks of at least top_k rows.
+    query_rows = max(1, min(q.shape[0], budget // max(top_k, min(c.shape[0], 4096))))
+    corpus_rows = max(top_k, budget // query_rows)
+    scores = torch.empty((q.shape[0], top_k), dtype=q.dtype, device=q.device)
+    indices = torch.empty((q.shape[0], top_k), dtype=torch.int64, device=q.device)
+    with torch.no_grad():
+        for qs in range(0, q.shape[0], query_rows):
+            q_block = q[qs : qs + query_rows]
+            if name is SimilarityFunction.COSINE:
+                q_block = _l2_normalize(q_block)
+            best_scores = best_indices = None
+            for cs in range(0, c.shape[0], corpus_rows):
+                c_block = c[cs : cs + corpus_rows]
+                if name is SimilarityFunction.COSINE:
+                    c_block = _l2_normalize(c_block)
+                block = torch.empty(
+                    (q_block.shape[0], c_block.shape[0]), dtype=q.dtype, device=q.device
+                )
+                _matrix_kernel(q_block, c_block, name, block)
+                k = min(top_k, block.shape[1])
+                block_scores, block_indices = torch.topk(block, k, dim=1)
+                block_indices += cs
+                if best_scores is not None:
+                    block_scores = torch.cat([best_scores, block_scores], dim=1)
+                    block_indices = torch.cat([best_indices, block_indices], dim=1)
+                    block_scores, order = torch.topk(block_scores, top_k, dim=1)
+                    block_indices = torch.gather(block_indices, 1, order)
+                best_scores, best_indices = block_scores, block_indices
+            scores[qs : qs + query_rows] = best_scores
+            indices[qs : qs + query_rows] = best_indices
+    if as_torch:
+        return scores, indices
+    return scores.numpy(), indices.numpy()
 
 
 def _matrix_kernel(

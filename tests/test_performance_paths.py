@@ -1,0 +1,243 @@
+"""Precision, batching, chunking, OOM retry, several devices, and similarity at scale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import skembed.encoder._encoder as encoder_module
+from skembed import SentenceEmbedder, semantic_search, similarity
+from skembed._device import resolve_devices, resolve_dtype
+from skembed.cache import clear_cache
+from skembed.encoder import Encoder, EncoderGroup, load_encoder
+from skembed.encoder._batching import plan_batches
+
+CPU = torch.device("cpu")
+WORDS = ["the", "cat", "dog", "sits", "plays", "garden", "man", "woman", "tv", "guitar", "new"]
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, rng.integers(1, 30))) for _ in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    clear_cache()
+    yield
+    clear_cache()
+
+
+# --- precision -------------------------------------------------------------------------------
+
+
+def test_resolve_dtype():
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("bfloat16", CPU) == torch.bfloat16
+    assert resolve_dtype(torch.float16, CPU) == torch.float16
+    with pytest.raises(ValueError, match="float64"):
+        resolve_dtype("float64", CPU)
+
+
+def test_bfloat16_is_close_to_float32_and_recorded(tiny_model):
+    texts = sentences(20)
+    fp32 = SentenceEmbedder(tiny_model, device="cpu").fit()
+    bf16 = SentenceEmbedder(tiny_model, device="cpu", dtype="bfloat16").fit()
+    assert (fp32.dtype_, bf16.dtype_) == ("float32", "bfloat16")
+    assert fp32._encoder is not bf16._encoder  # one model per precision
+    a, b = fp32.transform(texts), bf16.transform(texts)
+    assert b.dtype == np.float32
+    assert not np.array_equal(a, b)  # really another precision, not a cache hit
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_saving_a_half_precision_embedder_keeps_float32_weights(tiny_model, tmp_path):
+    texts = sentences(5)
+    SentenceEmbedder(tiny_model, device="cpu", dtype="bfloat16").fit().save(tmp_path / "saved")
+    reloaded = SentenceEmbedder(tmp_path / "saved", device="cpu").fit().transform(texts)
+    original = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
+    np.testing.assert_allclose(reloaded, original, atol=1e-6)
+
+
+def test_invalid_dtype_parameter(tiny_model):
+    with pytest.raises(ValueError, match="dtype"):
+        SentenceEmbedder(tiny_model, dtype="int8").fit()
+
+
+# --- batching and chunking -------------------------------------------------------------------
+
+
+def test_plan_batches_bounds_rows_and_tokens():
+    lengths = np.array([5, 50, 3, 200, 7, 7, 9, 1, 120, 2])
+    batches = plan_batches(lengths, max_rows=3, max_tokens=100)
+    covered = np.concatenate(batches)
+    assert sorted(covered.tolist()) == list(range(len(lengths)))
+    assert [int(lengths[b].max()) for b in batches] == sorted(
+        (int(lengths[b].max()) for b in batches), reverse=True
+    )
+    for rows in batches:
+        assert len(rows) <= 3
+        # A text longer than the budget rides alone; every other batch fits the budget.
+        assert len(rows) == 1 or len(rows) * lengths[rows].max() <= 100
+
+
+@pytest.mark.parametrize(("batch_size", "max_batch_tokens"), [(1, None), (5, None), (None, 40)])
+def test_batch_bounds_do_not_change_results(tiny_model, batch_size, max_batch_tokens):
+    texts = sentences(30)
+    encoder = load_encoder(tiny_model, CPU)
+    expected = encoder.encode(texts).embeddings
+    got = encoder.encode(texts, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    np.testing.assert_allclose(got.embeddings, expected, atol=1e-6)
+
+
+def test_chunked_tokenization_keeps_order_and_truncation_flags(tiny_model, monkeypatch):
+    texts = [*sentences(23), "the cat " * 40]
+    encoder = load_encoder(tiny_model, CPU)
+    expected = encoder.encode(texts)
+    monkeypatch.setattr(encoder_module, "_CHUNK_TEXTS", 4)
+    chunked = encoder.encode(texts)
+    np.testing.assert_allclose(chunked.embeddings, expected.embeddings, atol=1e-6)
+    np.testing.assert_array_equal(chunked.truncated, expected.truncated)
+    assert chunked.truncated[-1] and chunked.n_truncated == expected.n_truncated
+
+
+# --- out of memory ---------------------------------------------------------------------------
+
+
+def test_oom_halves_the_batch_and_keeps_results(tiny_model, monkeypatch):
+    texts = sentences(40)
+    encoder = load_encoder(tiny_model, CPU)
+    expected = encoder.encode(texts, batch_size=16).embeddings
+    real_forward = Encoder._forward
+    seen = []
+
+    def forward_with_small_memory(self, tensors, prompt_length):
+        rows = len(tensors["input_ids"])
+        seen.append(rows)
+        if rows > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(self, tensors, prompt_length)
+
+    monkeypatch.setattr(Encoder, "_forward", forward_with_small_memory)
+    got = encoder.encode(texts, batch_size=16).embeddings
+    assert max(seen) == 16 and any(rows <= 3 for rows in seen)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_oom_on_a_single_text_is_raised(tiny_model, monkeypatch):
+    def always_oom(self, tensors, prompt_length):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(Encoder, "_forward", always_oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        load_encoder(tiny_model, CPU).encode(sentences(4))
+
+
+# --- several devices -------------------------------------------------------------------------
+
+
+def test_device_list_spreads_work_and_matches_one_device(tiny_model):
+    texts = sentences(25)
+    single = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
+    clear_cache()
+    spread = SentenceEmbedder(tiny_model, device=["cpu", "cpu"]).fit()
+    assert spread.device_ == ["cpu", "cpu"]
+    assert isinstance(spread._encoder, EncoderGroup)
+    np.testing.assert_allclose(spread.transform(texts), single, atol=1e-6)
+
+
+def test_resolve_devices():
+    assert resolve_devices(None) == [resolve_devices(None)[0]]
+    assert resolve_devices(["cpu", torch.device("cpu")]) == [CPU, CPU]
+    with pytest.raises(ValueError, match="empty"):
+        resolve_devices([])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no"):
+            resolve_devices("all")
+
+
+# --- similarity at scale ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean", "manhattan"])
+def test_semantic_search_matches_full_matrix(metric):
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(23, 16)).astype(np.float32)
+    corpus = rng.normal(size=(500, 16)).astype(np.float32)
+    scores, indices = semantic_search(queries, corpus, top_k=7, metric=metric, max_block_bytes=512)
+    full = similarity(queries, corpus, metric)
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1), rtol=1e-5, atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    t_scores, t_indices = semantic_search(torch.from_numpy(queries), corpus, top_k=7, metric=metric)
+    assert isinstance(t_scores, torch.Tensor) and torch.equal(t_indices, torch.from_numpy(expected))
+
+
+def test_semantic_search_validates_arguments():
+    corpus = np.ones((5, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="top_k=6"):
+        semantic_search(corpus, corpus, top_k=6)
+    with pytest.raises(ValueError, match="max_block_bytes"):
+        semantic_search(corpus, corpus, top_k=3, max_block_bytes=8)
+    with pytest.raises(ValueError, match="dimensions differ"):
+        semantic_search(np.ones((1, 4)), corpus)
+
+
+def test_semantic_search_on_200k_corpus_stays_within_block_budget(monkeypatch):
+    import importlib
+
+    # The package exports the function `similarity`, which shadows the module of that name.
+    module = importlib.import_module("skembed.similarity")
+
+    largest = []
+    real_kernel = module._matrix_kernel
+
+    def spy(x, y, name, out):
+        largest.append(out.numel() * out.element_size())
+        return real_kernel(x, y, name, out)
+
+    monkeypatch.setattr(module, "_matrix_kernel", spy)
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((200_000, 384), dtype=np.float32)
+    queries = corpus[[5, 150_000, 199_999]] + 0.01
+    budget = 1 << 20  # 1 MiB: the 200k corpus takes several blocks
+    _scores, indices = semantic_search(queries, corpus, top_k=3, max_block_bytes=budget)
+    assert max(largest) <= budget and len(largest) > 1
+    np.testing.assert_array_equal(indices[:, 0], [5, 150_000, 199_999])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
+def test_similarity_peak_memory_is_close_to_the_output(metric):
+    n = 3000 if metric == "manhattan" else 6000
+    script = textwrap.dedent(
+        f"""
+        import json
+        import numpy as np
+        from skembed import similarity
+
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+
+        x = np.random.default_rng(0).standard_normal(({n}, 384), dtype=np.float32)
+        similarity(x[:10], metric="{metric}")  # load lazily initialised kernels first
+        before = status("VmRSS")
+        out = similarity(x, metric="{metric}")
+        print(json.dumps({{"extra": status("VmHWM") - before, "output": out.nbytes}}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
+    )
+    measured = json.loads(result.stdout)
+    assert measured["extra"] < 1.5 * measured["output"], measured

@@ -15,23 +15,16 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from skembed import SentenceEmbedder
 from skembed.cache import set_cache_limit
+from skembed.datasets import load_stsb
 from skembed.encoder import resolve_model_folder
-
-STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb"
-
-
-def read(split: str) -> pd.DataFrame:
-    return pd.read_csv(STSB / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)
 
 
 def timed(fn) -> tuple[float, np.ndarray]:
@@ -49,7 +42,7 @@ def main() -> None:
 
     from sentence_transformers import SentenceTransformer
 
-    train = read("train")
+    train = load_stsb("train")
     texts = list(dict.fromkeys(train["sentence1"].tolist() + train["sentence2"].tolist()))
     texts = texts[: args.sentences]
     folder = resolve_model_folder(args.model)
@@ -90,7 +83,7 @@ def main() -> None:
     parity = np.abs(fp32 - outputs["reference batch 32"]).max()
     print(f"max |skembed float32 - reference|: {parity:.2e}")
     print(f"min cosine(bfloat16, float32): {cosine.min():.6f}")
-    test = read("test")
+    test = load_stsb("test")
     for name, embedder in ours.items():
         score = embedder.score(test[["sentence1", "sentence2"]], test["score"])
         print(f"STSb test Spearman x 100, {name}: {100 * score:.2f}")

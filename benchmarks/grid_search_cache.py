@@ -15,18 +15,16 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
-import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from skembed import PairSimilarity, SentenceEmbedder
 from skembed.cache import clear_cache
+from skembed.datasets import load_stsb
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb"
 METRICS = ["cosine", "dot", "euclidean", "manhattan"]
 
 
@@ -36,7 +34,7 @@ def main() -> None:
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     args = parser.parse_args()
 
-    train = pd.read_csv(STSB / "train.tsv", sep="\t", quoting=3, keep_default_na=False).head(900)
+    train = load_stsb("train").head(900)
     pairs, labels = train[["sentence1", "sentence2"]], (train["score"] >= 3).astype(int)
     unique = list(dict.fromkeys(train["sentence1"].tolist() + train["sentence2"].tolist()))
     SentenceEmbedder(args.model, device="cpu").fit()  # load the model outside the timings

@@ -12,8 +12,6 @@ import pytest
 # Tests never reach for the network: every model is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb"
-
 _WORDS = (
     "the a an is are was to of and in on it he she they we you i this that with for at by "
     "weather lovely today sunny outside drove stadium new movie awesome great cat dog sits "
@@ -163,9 +161,9 @@ def real_model() -> Path:
 
 
 def _read_stsb(split: str):
-    import pandas as pd
+    from skembed.datasets import load_stsb
 
-    return pd.read_csv(STSB / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)
+    return load_stsb(split)
 
 
 @pytest.fixture(scope="session")

@@ -234,7 +234,7 @@ default=None
                 f"{sorted(spec.prompts)}."
             )
         self.model_folder_ = str(folder)
-        self.model_fingerprint_ = folder_fingerprint(folder)
+        self.model_fingerprint_ = encoder.fingerprint
         self.n_features_out_ = encoder.embedding_dimension
         self.max_seq_length_ = self.max_seq_length or encoder.default_max_seq_length
         self.prompt_ = self.prompt if self.prompt is not None else spec.prompts.get(prompt_name)

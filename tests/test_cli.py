@@ -1,0 +1,132 @@
+"""The skembed command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skembed import SentenceEmbedder
+from skembed.cache import clear_cache
+from skembed.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop what the test printed before
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_help_exits_zero(module):
+    command = [sys.executable, "-m", "skembed"] if module else ["skembed"]
+    for sub in ([], ["similarity"], ["encode"], ["evaluate"]):
+        result = subprocess.run(
+            [*command, *sub, "--help"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "usage: skembed" in result.stdout
+
+
+def test_similarity_table(capsys, tiny_model):
+    texts = ["a cat", "a dog", "the man"]
+    code, out, _ = run(capsys, "similarity", *texts, "--model", str(tiny_model), "--metric", "dot")
+    assert code == 0
+    expected = SentenceEmbedder(tiny_model, similarity_fn_name="dot").fit().similarity(texts)
+    lines = out.splitlines()
+    assert lines[0].startswith("dot similarity")
+    for i, line in enumerate(lines[2:]):
+        assert line.startswith(f"[{i}] {texts[i]}")
+        assert [float(v) for v in line.split()[-3:]] == pytest.approx(expected[i], abs=1e-4)
+
+
+def test_encode_formats(capsys, tiny_model, tmp_path):
+    texts = ["a cat", "a dog", "the man sits"]
+    expected = SentenceEmbedder(tiny_model).fit().transform(texts)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    pd.DataFrame({"body": texts, "n": [1, 2, 3]}).to_csv(tmp_path / "in.csv", index=False)
+    pd.DataFrame({"body": texts}).to_parquet(tmp_path / "in.parquet")
+    for source, extra in (
+        ("in.txt", []),
+        ("in.csv", ["--column", "body"]),
+        ("in.parquet", ["--column", "body"]),
+    ):
+        for suffix in (".npy", ".csv", ".parquet"):
+            out = tmp_path / f"out-{source}{suffix}"
+            clear_cache()  # encode for real, so the progress bar shows
+            code, _, err = run(
+                capsys,
+                "encode",
+                str(tmp_path / source),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model),
+                *extra,
+            )
+            assert code == 0, err
+            assert "Encoding" in err and "wrote 3 x 32" in err  # progress on stderr
+            if suffix == ".npy":
+                got = np.load(out)
+            elif suffix == ".csv":
+                got = pd.read_csv(out).to_numpy(np.float32)
+            else:
+                got = pd.read_parquet(out).to_numpy()
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["encode", "missing.txt", "-o", "x.npy"], "No such file"),
+        (["encode", "{csv}", "-o", "x.npy"], "--column"),
+        (["encode", "{csv}", "-o", "x.npy", "--column", "nope"], "no column 'nope'"),
+        (["encode", "{txt}", "-o", "x.json"], "must end in one of"),
+        (["similarity", "a", "--model", "/no/such/model"], "Cannot find model"),
+    ],
+)
+def test_errors_are_one_line_with_nonzero_exit(
+    capsys, monkeypatch, tmp_path, tiny_model, argv, message
+):
+    (tmp_path / "in.txt").write_text("a cat\n", encoding="utf-8")
+    pd.DataFrame({"body": ["a cat"]}).to_csv(tmp_path / "in.csv", index=False)
+    argv = [a.format(csv=tmp_path / "in.csv", txt=tmp_path / "in.txt") for a in argv]
+    if "--model" not in argv:
+        argv += ["--model", str(tiny_model)]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("skembed: error:") and message in err
+
+
+def test_usage_error_exits_two(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["similarity", "a", "--metric", "jaccard"])
+    assert info.value.code == 2
+    assert main(["similarity", "a", "--batch-size", "0"]) == 2
+
+
+@pytest.mark.integration
+def test_similarity_with_real_model_prints_seed_value(capsys):
+    code, out, _ = run(
+        capsys,
+        "similarity",
+        "The new movie is awesome",
+        "The new movie is so great",
+        "A woman watches TV",
+        "--device",
+        "cpu",
+    )
+    assert code == 0 and "0.8939" in out
+
+
+@pytest.mark.integration
+def test_evaluate_stsb_prints_published_spearman(capsys):
+    code, out, _ = run(capsys, "evaluate", "stsb", "--split", "test", "--device", "cpu")
+    assert code == 0
+    cosine = next(line for line in out.splitlines() if line.startswith("cosine"))
+    assert cosine.split()[1:] == ["82.03", "82.74"]

@@ -359,7 +359,7 @@ default=None
 
         Returns
         -------
-        ndarray of shape (n_texts, n_features_out_), float32
+        ndarray of shape (n_texts, ``n_features_out_``), float32
         """
         check_is_fitted(self)
         return self._embed(self._texts(X))

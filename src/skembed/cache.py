@@ -245,17 +245,25 @@ def encode_cached(
     texts: Sequence[str],
     *,
     store: DiskEmbeddingStore | None = None,
-    batch_size: int | None = None,
-    max_batch_tokens: int | None = None,
-    max_seq_length: int | None = None,
-    prompt: str | None = None,
-    normalize_embeddings: bool = False,
-    show_progress_bar: bool = False,
+    **encode_options: Any,
 ) -> CachedEncoding:
     """Encode texts, each distinct text at most once, through the caches.
 
     Looks in the in-process cache, then in ``store``; encodes the rest with
     ``encoder`` and records them in both.
+
+    Parameters
+    ----------
+    encoder : Encoder or EncoderGroup
+        The loaded model.
+    texts : sequence of str
+        The texts, duplicates allowed.
+    store : DiskEmbeddingStore, optional
+        The persistent store, if any.
+    **encode_options
+        Keyword arguments of ``Encoder.encode``; those that change an
+        embedding (``max_seq_length``, ``prompt``, ``normalize_embeddings``)
+        are part of the cache key.
 
     Returns
     -------
@@ -264,9 +272,9 @@ def encode_cached(
     """
     namespace = namespace_for(
         encoder,
-        max_seq_length=max_seq_length or encoder.default_max_seq_length,
-        prompt=prompt,
-        normalize=normalize_embeddings,
+        max_seq_length=encode_options.get("max_seq_length") or encoder.default_max_seq_length,
+        prompt=encode_options.get("prompt"),
+        normalize=bool(encode_options.get("normalize_embeddings", False)),
     )
     unique = list(dict.fromkeys(texts))
     found = _PROCESS_CACHE.get(namespace, unique)
@@ -284,15 +292,7 @@ def encode_cached(
             )
             missing = [text for text in missing if text not in from_disk]
     if missing:
-        result = encoder.encode(
-            missing,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-            max_seq_length=max_seq_length,
-            prompt=prompt,
-            normalize_embeddings=normalize_embeddings,
-            show_progress_bar=show_progress_bar,
-        )
+        result = encoder.encode(missing, **encode_options)
         _PROCESS_CACHE.put(namespace, missing, result.embeddings, result.truncated)
         if store is not None:
             store.put(namespace, missing, result.embeddings, result.truncated)

@@ -13,7 +13,7 @@ packed as float16 safetensors (about 45 MB) and is unpacked to float32 there:
     # here, once: writes benchmarks/.gpu_model (ignored by git)
     python benchmarks/encode_gpu.py pack
     # on the device machine (carry benchmarks/.gpu_model):
-    python benchmarks/encode_gpu.py run --repeats 3
+    PYTHONPATH=src python benchmarks/encode_gpu.py run --repeats 3
 
 ``run --random-weights`` uses a randomly initialised model of the packed config instead
 (throughput does not depend on weight values; accuracy figures are then meaningless).
@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from skembed import SentenceEmbedder
 from skembed.cache import set_cache_limit
-from skembed.datasets import load_stsb
+from skembed.datasets import iter_stsb
 from skembed.encoder import resolve_model_folder
 
 PACKED = Path(__file__).resolve().parent / ".gpu_model"
@@ -45,10 +45,11 @@ PACKED_WEIGHTS = "model.fp16.safetensors"
 
 def corpus() -> list[str]:
     """The 61,828-text benchmark corpus."""
+    # Pandas-free: the device machine's image may not have it.
     sentences: dict[str, None] = {}
     for split in ("train", "dev", "test"):
-        frame = load_stsb(split)
-        sentences.update(dict.fromkeys(frame["sentence1"].tolist() + frame["sentence2"].tolist()))
+        for first, second, _ in iter_stsb(split):
+            sentences.update(dict.fromkeys((first, second)))
     unique = list(sentences)
     return unique + [f"{s} {variant}" for variant in (1, 2, 3) for s in unique]
 

@@ -6,7 +6,7 @@ from importlib import resources
 
 import pytest
 
-from skembed.datasets import load_stsb
+from skembed.datasets import iter_stsb, load_stsb
 
 
 @pytest.mark.parametrize(("split", "rows"), [("train", 5749), ("dev", 1500), ("test", 1379)])
@@ -37,3 +37,11 @@ def test_licence_ships_with_the_data():
 def test_unknown_split():
     with pytest.raises(ValueError, match="validation"):
         load_stsb("validation")
+
+
+def test_iter_stsb_matches_load_stsb():
+    rows = list(iter_stsb("dev"))
+    frame = load_stsb("dev")
+    assert len(rows) == len(frame)
+    assert rows[0] == tuple(frame.iloc[0])
+    assert all(isinstance(score, float) for _, _, score in rows)

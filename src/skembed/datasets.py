@@ -9,12 +9,44 @@ SemEval-2017 Task 1, when you use them.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-__all__ = ["load_stsb"]
+__all__ = ["iter_stsb", "load_stsb"]
 
 SPLITS = ("train", "dev", "test")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not an STSb split; expected one of {list(SPLITS)}.")
+
+
+def iter_stsb(split: str = "test") -> Iterator[tuple[str, str, float]]:
+    """Iterate over the pairs of one STSb split, without pandas.
+
+    Parameters
+    ----------
+    split : {"train", "dev", "test"}, default="test"
+        The split to read.
+
+    Yields
+    ------
+    tuple of (str, str, float)
+        ``(sentence1, sentence2, score)``, in file order.
+
+    Raises
+    ------
+    ValueError
+        If ``split`` is not one of the three splits.
+    """
+    _check_split(split)
+    source = resources.files("skembed") / "data" / "stsb" / f"{split}.tsv"
+    with source.open(encoding="utf-8", newline="") as f:
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for row in rows:
+            yield row["sentence1"], row["sentence2"], float(row["score"])
 
 
 def load_stsb(split: str = "test") -> Any:
@@ -44,15 +76,9 @@ def load_stsb(split: str = "test") -> Any:
     >>> len(load_stsb("test")), len(load_stsb("dev"))
     (1379, 1500)
     """
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not an STSb split; expected one of {list(SPLITS)}.")
+    _check_split(split)
     try:
         import pandas as pd
     except ImportError as exc:  # pandas is not a dependency of skembed itself
         raise ImportError("load_stsb returns a pandas DataFrame: pip install pandas") from exc
-    source = resources.files("skembed") / "data" / "stsb" / f"{split}.tsv"
-    with source.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    header, body = rows[0], rows[1:]
-    frame = pd.DataFrame(body, columns=header)[["sentence1", "sentence2", "score"]]
-    return frame.astype({"score": float})
+    return pd.DataFrame(list(iter_stsb(split)), columns=["sentence1", "sentence2", "score"])

@@ -204,13 +204,14 @@ default=None
         -------
         self : SentenceEmbedder
         """
+        # A refit must not keep what an earlier fit saw.
+        for attribute in ("n_features_in_", "feature_names_in_"):
+            self.__dict__.pop(attribute, None)
         if X is not None:
             self.n_features_in_ = check_texts_or_pairs(X, allow_missing=self.missing != "error")
             names = column_names(X)
             if names is not None:
                 self.feature_names_in_ = np.asarray(names, dtype=object)
-            elif hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
         folder = resolve_model_folder(
             self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
         )

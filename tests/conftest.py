@@ -182,3 +182,19 @@ def stsb_train():
 def stsb_test():
     """STSb test pairs: sentence1, sentence2, score."""
     return _read_stsb("test")
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Factory: ``load_benchmark("encode_gpu")`` imports a script of ``benchmarks/``."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,21 +13,14 @@ from skembed import SentenceEmbedder
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_gpu_corpus_is_the_specified_61828_texts():
-    texts = _load("encode_gpu").corpus()
+def test_gpu_corpus_is_the_specified_61828_texts(load_benchmark):
+    texts = load_benchmark("encode_gpu").corpus()
     assert len(texts) == 61_828 == len(set(texts))
     assert texts[15_457] == texts[0] + " 1"
 
 
-def test_gpu_model_packing_round_trip(tiny_model, tmp_path):
-    gpu = _load("encode_gpu")
+def test_gpu_model_packing_round_trip(tiny_model, tmp_path, load_benchmark):
+    gpu = load_benchmark("encode_gpu")
     packed = tmp_path / "packed"
     subprocess.run(
         [

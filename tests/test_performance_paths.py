@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -193,8 +193,6 @@ def test_semantic_search_validates_arguments():
 
 
 def test_semantic_search_on_200k_corpus_stays_within_block_budget(monkeypatch):
-    import importlib
-
     # The package exports the function `similarity`, which shadows the module of that name.
     module = importlib.import_module("skembed.similarity")
 
@@ -216,31 +214,16 @@ def test_semantic_search_on_200k_corpus_stays_within_block_budget(monkeypatch):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
-def test_similarity_peak_memory_is_close_to_the_output(metric):
+def test_similarity_peak_memory_is_close_to_the_output(metric, load_benchmark):
     # Outputs of a few hundred MB: large enough that the allocator's fixed costs (a thread's
     # malloc arena is 64 MiB) stay well under the bound, as they do at 50k x 50k (1.02x).
     n = 9000 if metric == "manhattan" else 12000
-    script = textwrap.dedent(
-        f"""
-        import json
-        import numpy as np
-        from skembed import similarity
-
-        def status(key):
-            for line in open("/proc/self/status"):
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-
-        x = np.random.default_rng(0).standard_normal(({n}, 384), dtype=np.float32)
-        # Start the kernels and their thread pool before measuring.
-        similarity(x[:1000], x[:500], metric="{metric}")
-        before = status("VmRSS")
-        out = similarity(x, metric="{metric}")
-        print(json.dumps({{"extra": status("VmHWM") - before, "output": out.nbytes}}))
-        """
-    )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
+        [sys.executable, "-c", load_benchmark("similarity_memory").CHILD, str(n), metric],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     measured = json.loads(result.stdout)
     assert measured["extra"] < 1.5 * measured["output"], measured

@@ -403,33 +403,16 @@ class Encoder:
         )
         model.save_pretrained(target)
         self.tokenizer.save_pretrained(target)
-        # The folder layout numbers modules by position, so dense folders are renamed on save.
-        steps = []
-        for position, step in enumerate(self.spec.steps):
-            if isinstance(step, DenseSpec):
-                folder = target / f"{position + 1}_Dense"
-                folder.mkdir(parents=True, exist_ok=True)
-                state = self._dense[position].state_dict()
-                save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in state.items()},
-                    folder / "model.safetensors",
-                )
-                step = replace(step, path=folder)
-            steps.append(step)
+        steps = self.spec.steps
         if normalize and steps[-1] != "normalize":
-            steps.append("normalize")
+            steps = (*steps, "normalize")
         prompts, default_prompt_name = self.spec.prompts, self.spec.default_prompt_name
         if prompt is not None:
             prompts, default_prompt_name = {**prompts, "skembed": prompt}, "skembed"
         spec = replace(
-            self.spec,
-            path=target,
-            transformer_path=target,
-            steps=tuple(steps),
-            prompts=prompts,
-            default_prompt_name=default_prompt_name,
+            self.spec, steps=steps, prompts=prompts, default_prompt_name=default_prompt_name
         )
-        write_folder_configs(
+        folders = write_folder_configs(
             spec,
             target,
             hidden_size=self.hidden_size,
@@ -441,6 +424,12 @@ class Encoder:
                 "pytorch": torch.__version__,
             },
         )
+        # The layout numbers module folders by position: dense weights go where the configs went.
+        for position, dense in self._dense.items():
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in dense.state_dict().items()},
+                folders[position] / "model.safetensors",
+            )
 
 
 def _skembed_version() -> str:

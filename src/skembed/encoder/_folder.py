@@ -60,7 +60,6 @@ class DenseSpec:
 class FolderSpec:
     """Everything the encoder needs to know about a model folder."""
 
-    path: Path
     transformer_path: Path
     max_seq_length: int | None = None
     do_lower_case: bool = False
@@ -176,7 +175,6 @@ def read_folder(path: Path) -> FolderSpec:
     st_path = path / "config_sentence_transformers.json"
     st_config = _read_json(st_path) if st_path.is_file() else {}
     return FolderSpec(
-        path=path,
         transformer_path=transformer_path,
         max_seq_length=sbert.get("max_seq_length"),
         do_lower_case=bool(sbert.get("do_lower_case", False)),
@@ -195,16 +193,22 @@ def write_folder_configs(
     max_seq_length: int,
     similarity_fn_name: str,
     versions: dict[str, str],
-) -> None:
+) -> list[Path]:
     """Write the sentence-transformers config files of ``spec`` into ``path``.
 
     The transformer's own files (Hugging Face config, tokenizer, weights) and
     the dense weights are written by the caller. Files use the legacy key names
     that every sentence-transformers release reads.
+
+    Returns
+    -------
+    list of Path
+        The folder of each step of ``spec.steps``, in order.
     """
     modules: list[dict[str, Any]] = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}
     ]
+    folders = []
     for idx, step in enumerate(spec.steps, start=1):
         if isinstance(step, PoolingSpec):
             folder, kind = f"{idx}_Pooling", "Pooling"
@@ -232,6 +236,7 @@ def write_folder_configs(
             }
         )
         (path / folder).mkdir(parents=True, exist_ok=True)
+        folders.append(path / folder)
         if config:
             _write_json(path / folder / "config.json", config)
     _write_json(path / "modules.json", modules)
@@ -248,6 +253,7 @@ def write_folder_configs(
             "similarity_fn_name": similarity_fn_name,
         },
     )
+    return folders
 
 
 def _write_json(path: Path, data: Any) -> None:

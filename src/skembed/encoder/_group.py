@@ -17,8 +17,8 @@ __all__ = ["EncoderGroup", "load_encoders"]
 class EncoderGroup:
     """The same model on several devices, encoding shards of the input in parallel.
 
-    Every attribute other than :meth:`encode` and :attr:`devices` is the first
-    encoder's: the model, settings and output are the same on every device.
+    Every attribute other than :meth:`encode` is the first encoder's: the
+    model, settings and output are the same on every device.
 
     Parameters
     ----------
@@ -28,11 +28,6 @@ class EncoderGroup:
 
     def __init__(self, encoders: list[Encoder]) -> None:
         self.encoders = encoders
-
-    @property
-    def devices(self) -> list[torch.device]:
-        """The devices, in order."""
-        return [encoder.device for encoder in self.encoders]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoders[0], name)

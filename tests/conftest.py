@@ -8,9 +8,16 @@ import string
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 # Tests never reach for the network: every model is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Fuzz tests take their example counts from the active profile: a few hundred per test by
+# default, a long run with SKEMBED_FUZZ=long (or pytest --hypothesis-profile long).
+settings.register_profile("skembed", max_examples=200, deadline=None)
+settings.register_profile("long", max_examples=5000, deadline=None)
+settings.load_profile("long" if os.environ.get("SKEMBED_FUZZ", "").strip() == "long" else "skembed")
 
 _WORDS = (
     "the a an is are was to of and in on it he she they we you i this that with for at by "

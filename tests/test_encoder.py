@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from skembed.encoder import Encoder, load_encoder, read_folder, resolve_model_folder
-from skembed.encoder._folder import PoolingSpec
+from skembed.encoder._folder import NormalizeSpec, PoolingSpec
 
 CPU = torch.device("cpu")
 TEXTS = [
@@ -114,7 +114,7 @@ def test_old_pooling_config_defaults_missing_keys(make_tiny_model):
     assert "pooling_mode_lasttoken" not in config and "include_prompt" not in config
     spec = read_folder(folder)
     assert spec.pooling == PoolingSpec(modes=("cls",), include_prompt=True)
-    assert spec.steps[-1] == "normalize"
+    assert spec.steps[-1] == NormalizeSpec()
     assert not (folder / "2_Normalize").exists()
 
 
@@ -200,7 +200,7 @@ def test_save_can_add_normalize_and_prompt(make_tiny_model, tmp_path):
         prompt="query: ",
     )
     spec = read_folder(tmp_path / "saved")
-    assert spec.steps[-1] == "normalize"
+    assert spec.steps[-1] == NormalizeSpec()
     assert spec.prompts["skembed"] == "query: " and spec.default_prompt_name == "skembed"
 
 

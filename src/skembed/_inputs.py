@@ -100,9 +100,7 @@ def _check_texts(
             # numpy str_ and other str subclasses become plain str.
             texts.append(value if type(value) is str else str(value))
             continue
-        where = f"position {position}" + (
-            f" (index label {labels[position]!r})" if labels is not None else ""
-        )
+        where = _where(position, labels)
         if _is_missing(value):
             if allow_missing:
                 texts.append(None)
@@ -114,7 +112,36 @@ def _check_texts(
         raise TypeError(
             f"{what} has a {type(value).__name__} ({value!r}) at {where}; every text must be a str."
         )
+    _check_unicode(texts, labels, what)
     return texts
+
+
+def _check_unicode(texts: list[str | None], labels: list[Any] | None, what: str) -> None:
+    """Refuse texts that cannot be encoded as UTF-8 (lone surrogates), naming the position."""
+    try:
+        # One encode of all texts: the common case costs no per-text work.
+        "".join(text for text in texts if text is not None).encode("utf-8")
+    except UnicodeEncodeError:
+        for position, text in enumerate(texts):
+            if text is None:
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"{what} has a text that is not valid Unicode at {_where(position, labels)}: "
+                    f"{text[exc.start : exc.end]!r} at character {exc.start} ({exc.reason}); "
+                    "texts must be encodable as UTF-8. A lone surrogate often comes from "
+                    "decoding bytes with errors='surrogateescape': decode them with "
+                    "errors='replace' first."
+                ) from None
+        raise
+
+
+def _where(position: int, labels: list[Any] | None) -> str:
+    return f"position {position}" + (
+        f" (index label {labels[position]!r})" if labels is not None else ""
+    )
 
 
 def _checked_columns(
@@ -188,17 +215,38 @@ def check_texts_or_pairs(X: Any, what: str = "X", allow_missing: bool = False) -
 
 
 def looks_like_text(X: Any) -> bool:
-    """Whether ``X`` holds texts rather than numeric embeddings."""
+    """Whether ``X`` is to be read as texts rather than as numeric embeddings.
+
+    Embeddings are numbers: a torch tensor, a scipy sparse matrix, or an array,
+    frame or (nested) list whose values are all integers or floats. Anything
+    else is read as texts, so a malformed input gets the text checks' error,
+    which names the position of the bad value.
+    """
     if isinstance(X, str):
         return True
+    if type(X).__module__.split(".", 1)[0] in ("torch", "scipy"):
+        return False
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(X, "columns"):  # a data frame
+        return not all(_is_number_dtype(d) for d in list(dtypes))
     dtype = getattr(X, "dtype", None)
-    if dtype is not None and not hasattr(X, "columns"):
-        return getattr(dtype, "kind", None) in ("O", "U", "S") or str(dtype) in {"string", "String"}
-    if hasattr(X, "dtypes"):  # a data frame
-        return any(str(d) in {"object", "string", "str", "String"} for d in list(X.dtypes))
-    if isinstance(X, list | tuple) and X:
-        first = X[0]
-        return isinstance(first, str) or (
-            isinstance(first, list | tuple) and bool(first) and isinstance(first[0], str)
-        )
-    return False
+    if dtype is not None:
+        return not _is_number_dtype(dtype)
+    if isinstance(X, list | tuple):
+        if X and isinstance(X[0], str):
+            return True
+        try:
+            array = np.asarray(X)
+        except ValueError:  # ragged nesting
+            return True
+        return not (array.size and array.dtype.kind in "iuf")
+    return True
+
+
+def _is_number_dtype(dtype: Any) -> bool:
+    # numpy, pandas and polars dtypes; bool and categorical are not embedding values.
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str) and len(kind) == 1:
+        return kind in "iuf"
+    name = str(dtype).lower()
+    return name.startswith(("int", "uint", "float")) and "categor" not in name

@@ -217,12 +217,26 @@ default=None
         )
         encoder = self._load(folder)
         spec = encoder.spec
+        max_seq_length = self.max_seq_length or encoder.default_max_seq_length
         limit = encoder.max_position_embeddings
-        if self.max_seq_length is not None and limit is not None and self.max_seq_length > limit:
-            raise ValueError(
-                f"max_seq_length={self.max_seq_length} exceeds the {limit} positions the model "
-                f"at {folder} supports."
+        if limit is not None and max_seq_length > limit:
+            source = (
+                f"max_seq_length={max_seq_length}"
+                if self.max_seq_length is not None
+                else f"max_seq_length={max_seq_length} in "
+                f"{spec.transformer_path / 'sentence_bert_config.json'}"
             )
+            raise ValueError(
+                f"{source} exceeds the {limit} positions the model at {folder} supports."
+            )
+        if spec.similarity_fn_name is not None:
+            try:
+                SimilarityFunction(spec.similarity_fn_name)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{folder / 'config_sentence_transformers.json'}: field "
+                    f"'similarity_fn_name': {exc}"
+                ) from None
         if self.prompt is not None and self.prompt_name is not None:
             raise ValueError(
                 f"Give prompt or prompt_name, not both (got prompt={self.prompt!r}, "
@@ -237,7 +251,7 @@ default=None
         self.model_folder_ = str(folder)
         self.model_fingerprint_ = encoder.fingerprint
         self.n_features_out_ = encoder.embedding_dimension
-        self.max_seq_length_ = self.max_seq_length or encoder.default_max_seq_length
+        self.max_seq_length_ = max_seq_length
         self.prompt_ = self.prompt if self.prompt is not None else spec.prompts.get(prompt_name)
         self.model_similarity_fn_name_ = spec.similarity_fn_name
         return self
@@ -363,7 +377,30 @@ default=None
         ndarray of shape (n_texts, ``n_features_out_``), float32
         """
         check_is_fitted(self)
+        self._check_columns(X)
         return self._embed(self._texts(X))
+
+    def _check_columns(self, X: Any) -> None:
+        """Refuse an input whose columns are not those seen in :meth:`fit`.
+
+        A renamed or different column would silently get the fitted column's
+        feature names, so, unlike scikit-learn's warning, a mismatch is an error.
+        """
+        fitted = getattr(self, "n_features_in_", None)
+        if fitted is not None and fitted != 1:
+            raise ValueError(
+                f"This {type(self).__name__} was fitted on {fitted} text columns (text pairs); "
+                "transform takes one column of texts. Fit it on texts, or use "
+                "pair_similarity for pairs."
+            )
+        names = column_names(X)
+        fitted_names = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted_names is not None and names != list(fitted_names):
+            raise ValueError(
+                f"X has column(s) {names}, but this {type(self).__name__} was fitted on "
+                f"{list(fitted_names)}; the output would be named after the wrong column. "
+                "Rename the column, or fit on this one."
+            )
 
     def _as_embeddings(self, X: Any, what: str) -> Any:
         return self._embed(self._texts(X, what)) if looks_like_text(X) else X

@@ -3,7 +3,15 @@
 Nothing here knows scikit-learn; the estimators build on it.
 """
 
-from ._encoder import Encoder, EncodeResult, folder_fingerprint, load_encoder
+from ._encoder import (
+    Encoder,
+    EncodeResult,
+    folder_fingerprint,
+    load_encoder,
+    loaded_models,
+    release_models,
+    set_max_loaded_models,
+)
 from ._folder import FolderSpec, read_folder
 from ._group import EncoderGroup, load_encoders
 from ._resolve import resolve_model_folder
@@ -16,6 +24,9 @@ __all__ = [
     "folder_fingerprint",
     "load_encoder",
     "load_encoders",
+    "loaded_models",
     "read_folder",
+    "release_models",
     "resolve_model_folder",
+    "set_max_loaded_models",
 ]

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,10 +17,26 @@ import torch
 from tqdm.auto import tqdm
 
 from ._batching import Batch, PreparedChunk, pad_batch, plan_batches
-from ._folder import DenseSpec, FolderSpec, PoolingSpec, read_folder, write_folder_configs
+from ._folder import (
+    DenseSpec,
+    FolderSpec,
+    NormalizeSpec,
+    PoolingSpec,
+    check_model_config,
+    read_folder,
+    write_folder_configs,
+)
 from ._pooling import pool
 
-__all__ = ["EncodeResult", "Encoder", "folder_fingerprint", "load_encoder"]
+__all__ = [
+    "EncodeResult",
+    "Encoder",
+    "folder_fingerprint",
+    "load_encoder",
+    "loaded_models",
+    "release_models",
+    "set_max_loaded_models",
+]
 
 
 @dataclass(frozen=True)
@@ -81,33 +98,97 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise OSError(f"No model.safetensors or pytorch_model.bin in {folder}.")
 
 
-_FINGERPRINTS: dict[tuple, str] = {}
+def _model_files(folder: Path) -> list[tuple[str, Path]]:
+    """The files a model folder can load from, by relative name, hidden entries left out.
+
+    File links are followed (the Hugging Face cache links every file to a blob); linked
+    folders are not, since :func:`read_folder` refuses modules outside the folder.
+    """
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root, name)
+            if not name.startswith(".") and path.is_file():
+                files.append((path.relative_to(folder).as_posix(), path))
+    return files
+
+
+def _file_stats(files: list[tuple[str, Path]]) -> tuple:
+    # Inode and change time catch a rewrite of the same size within the clock's resolution.
+    return tuple(
+        (name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        for name, st in ((name, path.stat()) for name, path in files)
+    )
+
+
+# Per folder: the file stats the last hash was taken at, and that hash.
+_FINGERPRINTS: dict[str, tuple[tuple, str]] = {}
+_FINGERPRINTS_LOCK = threading.Lock()
 
 
 def folder_fingerprint(folder: Path) -> str:
     """Return a SHA-256 over the names and contents of the files of a model folder.
 
-    Hashes are remembered per (path, size, modification time) of the files, so
-    a process hashes a folder once.
+    The hash is taken again whenever a file's size, times or inode change, so a
+    folder rewritten in place gets a new fingerprint; otherwise a process
+    hashes a folder once.
+
+    Raises
+    ------
+    OSError
+        If the files keep changing while they are hashed.
     """
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-    stats = tuple(
-        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
-    )
-    key = (str(folder), stats)
-    if key not in _FINGERPRINTS:
+    for _ in range(3):
+        files = _model_files(folder)
+        stats = _file_stats(files)
+        with _FINGERPRINTS_LOCK:
+            known = _FINGERPRINTS.get(str(folder))
+        if known is not None and known[0] == stats:
+            return known[1]
         digest = hashlib.sha256()
-        for path, (name, _, _) in zip(files, stats, strict=True):
+        for name, path in files:
             digest.update(name.encode() + b"\0")
             with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                     digest.update(chunk)
-        _FINGERPRINTS[key] = digest.hexdigest()
-    return _FINGERPRINTS[key]
+        # A writer that was busy while we read leaves different stats: hash again.
+        if _file_stats(files) == stats and [n for n, _ in _model_files(folder)] == [
+            n for n, _ in files
+        ]:
+            with _FINGERPRINTS_LOCK:
+                _FINGERPRINTS[str(folder)] = (stats, digest.hexdigest())
+            return digest.hexdigest()
+    raise OSError(f"The files of the model folder {folder} kept changing while being read.")
+
+
+# Characters per token a text is first cut to before tokenizing; the cut is widened as long as
+# it could change the tokens that are kept.
+_CHARS_PER_TOKEN = 16
+_MIN_CHARS = 4096
+# Words between the last kept token and the cut: pre-tokenizers look one word ahead at most
+# (a run of spaces splits differently before a word than at the end of a text).
+_SAFE_WORDS = 3
+
+
+def _clip(text: str, backend, max_length: int) -> str:
+    """The shortest prefix of ``text`` (from a doubling budget) with the same kept tokens.
+
+    Tokenizing a whole 100,000-character text to keep its first 256 tokens costs memory in
+    proportion to the text. Tokens are made word by word after pre-tokenization, so a
+    prefix that overflows ``max_length`` and ends several words after the last kept token
+    yields exactly the kept tokens of the whole text, and the same truncation flag.
+    """
+    budget = max(_MIN_CHARS, _CHARS_PER_TOKEN * max_length)
+    while budget < len(text):
+        prefix = text[:budget]
+        encoding = backend.encode(prefix)
+        kept = [w for w in encoding.word_ids if w is not None]
+        later = [w for o in encoding.overflowing for w in o.word_ids if w is not None]
+        if kept and later and later[-1] - kept[-1] >= _SAFE_WORDS:
+            return prefix
+        budget *= 4
+    return text
 
 
 # Texts tokenized per chunk: the next chunk is tokenized while the model runs this one, and
@@ -140,8 +221,9 @@ class Encoder:
     ) -> None:
         from transformers import AutoTokenizer
 
-        self.spec: FolderSpec = read_folder(folder)
         self.fingerprint = folder_fingerprint(folder)
+        self.spec: FolderSpec = read_folder(folder)
+        check_model_config(self.spec.transformer_path)
         self.device = device
         self.dtype = dtype
         source = self.spec.transformer_path
@@ -161,6 +243,10 @@ class Encoder:
         self._lock = threading.Lock()
         self.hidden_size = int(self.model.config.hidden_size)
         self.embedding_dimension = self._output_dimension()
+        if folder_fingerprint(folder) != self.fingerprint:
+            raise OSError(
+                f"The model folder {folder} changed while it was being loaded; load it again."
+            )
 
     def _load_transformer(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         from transformers import AutoModel
@@ -317,7 +403,11 @@ class Encoder:
         self, start: int, texts: list[str], max_length: int, max_rows: int, max_tokens: int
     ) -> PreparedChunk:
         """Tokenize a chunk and build its padded batches (runs in a worker thread)."""
-        encodings = self._backend(max_length).encode_batch(texts)
+        backend = self._backend(max_length)
+        if self.tokenizer.truncation_side == "right":
+            limit = max(_MIN_CHARS, _CHARS_PER_TOKEN * max_length)
+            texts = [t if len(t) <= limit else _clip(t, backend, max_length) for t in texts]
+        encodings = backend.encode_batch(texts)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
         pinned = self.device.type == "cuda"
         batches = []
@@ -362,8 +452,10 @@ class Encoder:
                 embeddings = pooled.float()
             elif isinstance(step, DenseSpec):
                 embeddings = self._dense[position](embeddings)
-            else:
+            elif isinstance(step, NormalizeSpec):
                 embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
+            else:
+                raise TypeError(f"Unknown module step {step!r}.")
         return embeddings
 
     def save(
@@ -404,8 +496,8 @@ class Encoder:
         model.save_pretrained(target)
         self.tokenizer.save_pretrained(target)
         steps = self.spec.steps
-        if normalize and steps[-1] != "normalize":
-            steps = (*steps, "normalize")
+        if normalize and not isinstance(steps[-1], NormalizeSpec):
+            steps = (*steps, NormalizeSpec())
         prompts, default_prompt_name = self.spec.prompts, self.spec.default_prompt_name
         if prompt is not None:
             prompts, default_prompt_name = {**prompts, "skembed": prompt}, "skembed"
@@ -441,8 +533,40 @@ def _skembed_version() -> str:
         return "unknown"
 
 
-_ENCODERS: dict[tuple[str, str, str, bool], Encoder] = {}
-_ENCODERS_LOCK = threading.Lock()
+DEFAULT_MAX_LOADED_MODELS = 4
+
+
+class _LoadedModels:
+    """The process-wide registry of loaded encoders: least recently used first out."""
+
+    def __init__(self, max_models: int) -> None:
+        self.entries: OrderedDict[tuple, Encoder] = OrderedDict()
+        self.max_models = max_models
+        self.lock = threading.Lock()
+
+    def get(self, folder: Path, device: torch.device, trust_remote_code: bool, dtype) -> Encoder:
+        # Keyed by content: a folder rewritten in place gets a new fingerprint, so a new load.
+        fingerprint = folder_fingerprint(folder)
+        key = (str(folder), fingerprint, str(device), str(dtype), trust_remote_code)
+        with self.lock:
+            encoder = self.entries.get(key)
+            if encoder is None:
+                # Older contents of the same folder are stale: nothing new may share them.
+                for stale in [k for k in self.entries if k[0] == key[0] and k[1] != fingerprint]:
+                    del self.entries[stale]
+                encoder = Encoder(folder, device, trust_remote_code, dtype)
+                key = (str(folder), encoder.fingerprint, *key[2:])
+                self.entries[key] = encoder
+            self.entries.move_to_end(key)
+            self._evict()
+            return encoder
+
+    def _evict(self) -> None:
+        while len(self.entries) > self.max_models:
+            self.entries.popitem(last=False)
+
+
+_LOADED = _LoadedModels(DEFAULT_MAX_LOADED_MODELS)
 
 
 def load_encoder(
@@ -451,13 +575,53 @@ def load_encoder(
     trust_remote_code: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> Encoder:
-    """Return the process-wide encoder for (folder, device, dtype), loading it once.
+    """Return the process-wide encoder for (folder contents, device, dtype), loading it once.
 
     Clones of an estimator, and estimators with the same model, share one copy
-    of the weights.
+    of the weights. The registry is keyed by the folder's fingerprint, so a
+    folder rewritten in place is loaded again, and it holds at most
+    :func:`set_max_loaded_models` models, dropping the least recently used.
     """
-    key = (str(folder), str(device), str(dtype), trust_remote_code)
-    with _ENCODERS_LOCK:
-        if key not in _ENCODERS:
-            _ENCODERS[key] = Encoder(folder, device, trust_remote_code, dtype)
-        return _ENCODERS[key]
+    return _LOADED.get(folder, device, trust_remote_code, dtype)
+
+
+def set_max_loaded_models(n: int) -> None:
+    """Bound how many loaded models the process keeps for sharing.
+
+    Parameters
+    ----------
+    n : int
+        Most (folder, device, dtype) models kept, least recently used dropped
+        first; default 4. ``0`` keeps none: every fit loads its own copy.
+        A fitted estimator keeps its own model alive whatever this bound.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"The number of loaded models must be an integer >= 0, got {n!r}.")
+    with _LOADED.lock:
+        _LOADED.max_models = n
+        _LOADED._evict()
+
+
+def release_models() -> None:
+    """Drop every shared loaded model.
+
+    The memory of a model is freed once no fitted estimator holds it either
+    (delete or refit those); the next fit loads it again.
+    """
+    with _LOADED.lock:
+        _LOADED.entries.clear()
+
+
+def loaded_models() -> list[dict[str, str]]:
+    """The models the process keeps for sharing, least recently used first.
+
+    Returns
+    -------
+    list of dict
+        ``folder``, ``fingerprint``, ``device`` and ``dtype`` of each.
+    """
+    with _LOADED.lock:
+        return [
+            {"folder": folder, "fingerprint": fingerprint, "device": device, "dtype": dtype}
+            for folder, fingerprint, device, dtype, _ in _LOADED.entries
+        ]

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 __all__ = [
     "POOLING_MODES",
     "DenseSpec",
     "FolderSpec",
+    "NormalizeSpec",
     "PoolingSpec",
+    "check_model_config",
     "read_folder",
     "write_folder_configs",
 ]
@@ -57,14 +59,22 @@ class DenseSpec:
 
 
 @dataclass(frozen=True)
+class NormalizeSpec:
+    """L2 normalisation of the sentence embedding (no parameters)."""
+
+
+Step = PoolingSpec | DenseSpec | NormalizeSpec
+
+
+@dataclass(frozen=True)
 class FolderSpec:
     """Everything the encoder needs to know about a model folder."""
 
     transformer_path: Path
     max_seq_length: int | None = None
     do_lower_case: bool = False
-    # The modules after the transformer, in order: PoolingSpec, DenseSpec or "normalize".
-    steps: tuple[PoolingSpec | DenseSpec | str, ...] = (PoolingSpec(),)
+    # The modules after the transformer, in order.
+    steps: tuple[Step, ...] = (PoolingSpec(),)
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
@@ -75,18 +85,96 @@ class FolderSpec:
         return next(step for step in self.steps if isinstance(step, PoolingSpec))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+# Upper bound on any size read from a config: far above every real model, low enough that a
+# hostile value is refused before anything is allocated.
+MAX_CONFIG_SIZE = 1 << 20
+
+_REQUIRED = object()
+
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    return next((name for kind, name in _JSON_TYPES.items() if type(value) is kind), "a value")
+
+
+def _read_json(path: Path, expected: type = dict) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, expected):
+        raise ValueError(f"{path} holds {_json_type(data)}; expected {_JSON_TYPES[expected]}.")
+    return data
+
+
+def _field(
+    config: dict[str, Any], path: Path, key: str, kinds: tuple[type, ...], default: Any = _REQUIRED
+) -> Any:
+    """``config[key]``, checked to be of one of the JSON ``kinds``; ``default`` when absent."""
+    if key not in config:
+        if default is _REQUIRED:
+            raise ValueError(f"{path}: field {key!r} is missing.")
+        return default
+    value = config[key]
+    # bool is an int subclass in Python, but never a size or an index in a config.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(_JSON_TYPES[kind] for kind in kinds)
+        raise ValueError(
+            f"{path}: field {key!r} is {value!r} ({_json_type(value)}); expected {expected}."
+        )
+    return value
+
+
+def _size_field(config: dict[str, Any], path: Path, key: str, default: Any = _REQUIRED) -> Any:
+    """A positive integer field within :data:`MAX_CONFIG_SIZE` (or null when the default is)."""
+    kinds = (int,) if default is _REQUIRED or default is not None else (int, type(None))
+    value = _field(config, path, key, kinds, default)
+    if value is not None and not 1 <= value <= MAX_CONFIG_SIZE:
+        raise ValueError(
+            f"{path}: field {key!r} is {value}; expected an integer from 1 to {MAX_CONFIG_SIZE}."
+        )
+    return value
+
+
+def _string_map(config: dict[str, Any], path: Path, key: str) -> dict[str, str]:
+    value = _field(config, path, key, (dict, type(None)), None) or {}
+    bad = {k: v for k, v in value.items() if not isinstance(v, str)}
+    if bad:
+        raise ValueError(f"{path}: field {key!r} must map names to strings; got {bad!r}.")
+    return dict(value)
 
 
 def _module_kind(type_name: str) -> str:
     # Saves name the same module by several import paths across reference versions
     # ("sentence_transformers.models.Pooling", "...sentence_transformer.modules.pooling.Pooling").
     return type_name.rsplit(".", 1)[-1]
+
+
+def _module_folder(root: Path, relative: str, where: str) -> Path:
+    """The folder of a module, refused unless it lies inside the model folder ``root``."""
+    parts = PurePosixPath(relative.replace("\\", "/"))
+    if parts.is_absolute() or ".." in parts.parts or PureWindowsPath(relative).drive:
+        raise ValueError(
+            f"{where}: path {relative!r} must be relative and inside the model folder "
+            "(no '..', no absolute path)."
+        )
+    folder = root / parts
+    resolved, inside = folder.resolve(), root.resolve()
+    if resolved != inside and inside not in resolved.parents:
+        raise ValueError(
+            f"{where}: path {relative!r} leads to {resolved}, outside the model folder {inside} "
+            "(through a symbolic link); only files inside the model folder are loaded."
+        )
+    return folder
 
 
 def read_pooling(folder: Path) -> PoolingSpec:
@@ -96,9 +184,13 @@ def read_pooling(folder: Path) -> PoolingSpec:
     """
     config_path = folder / "config.json"
     config = _read_json(config_path) if config_path.is_file() else {}
-    mode = config.get("pooling_mode")
+    mode = _field(config, config_path, "pooling_mode", (str, list, type(None)), None)
     if mode is None:
-        modes = tuple(name for key, name in _LEGACY_POOLING_KEYS.items() if config.get(key))
+        modes = tuple(
+            name
+            for key, name in _LEGACY_POOLING_KEYS.items()
+            if _field(config, config_path, key, (bool,), False)
+        )
     else:
         modes = (mode,) if isinstance(mode, str) else tuple(mode)
     modes = modes or ("mean",)
@@ -108,23 +200,75 @@ def read_pooling(folder: Path) -> PoolingSpec:
             f"{config_path}: unknown pooling mode(s) {unknown}; "
             f"expected any of {list(POOLING_MODES)}."
         )
-    return PoolingSpec(modes=modes, include_prompt=bool(config.get("include_prompt", True)))
+    return PoolingSpec(
+        modes=modes, include_prompt=_field(config, config_path, "include_prompt", (bool,), True)
+    )
 
 
 def _read_dense(folder: Path) -> DenseSpec:
-    config = _read_json(folder / "config.json")
+    path = folder / "config.json"
+    config = _read_json(path)
     return DenseSpec(
         path=folder,
-        in_features=int(config["in_features"]),
-        out_features=int(config["out_features"]),
-        bias=bool(config.get("bias", True)),
-        activation=config.get("activation_function") or "torch.nn.modules.linear.Identity",
-        use_residual=bool(config.get("use_residual", False)),
+        in_features=_size_field(config, path, "in_features"),
+        out_features=_size_field(config, path, "out_features"),
+        bias=_field(config, path, "bias", (bool,), True),
+        activation=_field(config, path, "activation_function", (str, type(None)), None)
+        or "torch.nn.modules.linear.Identity",
+        use_residual=_field(config, path, "use_residual", (bool,), False),
     )
+
+
+def _read_modules(path: Path, modules_path: Path) -> tuple[Path, tuple[Step, ...]]:
+    """The transformer folder and the steps after it, from ``modules.json``."""
+    modules = _read_json(modules_path, list)
+    entries = []
+    for position, module in enumerate(modules):
+        where = f"{modules_path}: module {position}"
+        if not isinstance(module, dict):
+            raise ValueError(f"{where} is {_json_type(module)}; expected an object.")
+        entries.append(
+            (
+                _field(module, modules_path, "idx", (int,)),
+                _field(module, modules_path, "type", (str,)),
+                _module_folder(path, _field(module, modules_path, "path", (str,), ""), where),
+            )
+        )
+    indices = [idx for idx, _, _ in entries]
+    if not entries or len(set(indices)) != len(indices):
+        raise ValueError(
+            f"{modules_path}: expected a non-empty list of modules with distinct 'idx' values, "
+            f"got idx {indices}."
+        )
+    transformer_path = path
+    steps: list[Step] = []
+    for position, (_, type_name, module_dir) in enumerate(sorted(entries, key=lambda e: e[0])):
+        kind = _module_kind(type_name)
+        if kind == "Transformer" and position == 0:
+            transformer_path = module_dir
+        elif kind == "Pooling":
+            steps.append(read_pooling(module_dir))
+        elif kind == "Dense":
+            steps.append(_read_dense(module_dir))
+        elif kind == "Normalize":
+            # Normalize has no parameters; its folder is often missing.
+            steps.append(NormalizeSpec())
+        else:
+            raise ValueError(
+                f"{modules_path}: module {type_name!r} at position {position} is not "
+                "supported; skembed runs Transformer (first), then Pooling, Dense and "
+                "Normalize."
+            )
+    if not any(isinstance(step, PoolingSpec) for step in steps):
+        raise ValueError(f"{modules_path} has no Pooling module after the Transformer.")
+    return transformer_path, tuple(steps)
 
 
 def read_folder(path: Path) -> FolderSpec:
     """Read the model folder at ``path``.
+
+    Every module folder must lie inside ``path`` (symbolic links resolved), and
+    every field of the config files is checked before anything is loaded.
 
     Parameters
     ----------
@@ -138,37 +282,15 @@ def read_folder(path: Path) -> FolderSpec:
     Raises
     ------
     ValueError
-        If a config file is malformed or names a module skembed cannot run.
+        If a config file is malformed (the message names the file and the
+        field), a module lies outside the folder, or a module is one skembed
+        cannot run.
     """
     modules_path = path / "modules.json"
-    transformer_path = path
-    steps: list[PoolingSpec | DenseSpec | str] = []
     if modules_path.is_file():
-        modules = sorted(
-            json.loads(modules_path.read_text(encoding="utf-8")), key=lambda m: m["idx"]
-        )
-        for position, module in enumerate(modules):
-            kind = _module_kind(module["type"])
-            module_dir = path / module.get("path", "")
-            if kind == "Transformer" and position == 0:
-                transformer_path = module_dir
-            elif kind == "Pooling":
-                steps.append(read_pooling(module_dir))
-            elif kind == "Dense":
-                steps.append(_read_dense(module_dir))
-            elif kind == "Normalize":
-                # Normalize has no parameters; its folder is often missing.
-                steps.append("normalize")
-            else:
-                raise ValueError(
-                    f"{modules_path}: module {module['type']!r} at position {position} is not "
-                    "supported; skembed runs Transformer (first), then Pooling, Dense and "
-                    "Normalize."
-                )
-        if not any(isinstance(step, PoolingSpec) for step in steps):
-            raise ValueError(f"{modules_path} has no Pooling module after the Transformer.")
+        transformer_path, steps = _read_modules(path, modules_path)
     else:
-        steps.append(PoolingSpec())
+        transformer_path, steps = path, (PoolingSpec(),)
 
     sbert_path = transformer_path / "sentence_bert_config.json"
     sbert = _read_json(sbert_path) if sbert_path.is_file() else {}
@@ -176,13 +298,74 @@ def read_folder(path: Path) -> FolderSpec:
     st_config = _read_json(st_path) if st_path.is_file() else {}
     return FolderSpec(
         transformer_path=transformer_path,
-        max_seq_length=sbert.get("max_seq_length"),
-        do_lower_case=bool(sbert.get("do_lower_case", False)),
-        steps=tuple(steps),
-        prompts=dict(st_config.get("prompts") or {}),
-        default_prompt_name=st_config.get("default_prompt_name"),
-        similarity_fn_name=st_config.get("similarity_fn_name"),
+        max_seq_length=_size_field(sbert, sbert_path, "max_seq_length", None),
+        do_lower_case=_field(sbert, sbert_path, "do_lower_case", (bool,), False),
+        steps=steps,
+        prompts=_string_map(st_config, st_path, "prompts"),
+        default_prompt_name=_field(
+            st_config, st_path, "default_prompt_name", (str, type(None)), None
+        ),
+        similarity_fn_name=_field(
+            st_config, st_path, "similarity_fn_name", (str, type(None)), None
+        ),
     )
+
+
+# Size fields of a Hugging Face config.json, under the names different architectures use.
+_LAYERS = ("num_hidden_layers", "num_layers", "n_layer")
+_HIDDEN = ("hidden_size", "d_model", "n_embd", "dim")
+_INTERMEDIATE = ("intermediate_size", "d_ff", "n_inner", "hidden_dim")
+_VOCABULARY = ("vocab_size",)
+_POSITIONS = ("max_position_embeddings", "n_positions")
+# Weights files hold at least this many bytes per parameter (4-bit quantisation is half a byte).
+_MIN_BYTES_PER_PARAMETER = 0.5
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+
+
+def check_model_config(folder: Path) -> None:
+    """Refuse a transformer config whose sizes the weights on disk cannot back.
+
+    Every size field must be an integer from 1 to :data:`MAX_CONFIG_SIZE`, and
+    the parameter count the config implies (layers, hidden and intermediate
+    sizes, vocabulary and positions) must fit in the weight files: a config
+    that declares a million layers is refused here instead of hanging while
+    the model is built.
+
+    Parameters
+    ----------
+    folder : Path
+        The transformer's folder (holding ``config.json`` and the weights).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the field.
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        return
+    config = _read_json(path)
+    sizes = {}
+    for names in (_LAYERS, _HIDDEN, _INTERMEDIATE, _VOCABULARY, _POSITIONS):
+        present = [name for name in names if config.get(name) is not None]
+        for name in present:
+            _size_field(config, path, name)
+        sizes[names] = config[present[0]] if present else 0
+    hidden = sizes[_HIDDEN]
+    parameters = (
+        sizes[_LAYERS] * (4 * hidden * hidden + 2 * hidden * sizes[_INTERMEDIATE])
+        + (sizes[_VOCABULARY] + sizes[_POSITIONS]) * hidden
+    )
+    weight_bytes = sum(
+        p.stat().st_size for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()
+    )
+    if weight_bytes and parameters * _MIN_BYTES_PER_PARAMETER > weight_bytes:
+        fields = {names[0]: size for names, size in sizes.items()}
+        raise ValueError(
+            f"{path}: the sizes {fields} describe about {parameters:,} parameters, but the "
+            f"weight files in {folder} hold only {weight_bytes:,} bytes; the config does not "
+            "match its weights."
+        )
 
 
 def write_folder_configs(
@@ -225,8 +408,10 @@ def write_folder_configs(
             }
             if step.use_residual:
                 config["use_residual"] = True
-        else:
+        elif isinstance(step, NormalizeSpec):
             folder, kind, config = f"{idx}_Normalize", "Normalize", {}
+        else:
+            raise TypeError(f"Unknown module step {step!r}.")
         modules.append(
             {
                 "idx": idx,

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ._inputs import as_texts
 from .embedder import DEFAULT_MODEL, SentenceEmbedder
 from .similarity import SimilarityFunction
 
 __all__ = ["main"]
 
+_TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
+_INPUT_SUFFIXES = (".txt", *_TABLE_SUFFIXES)
 _OUTPUT_SUFFIXES = (".npy", ".parquet", ".csv")
+# The packages a file format needs beyond skembed's own: each group is a set of alternatives.
+_FORMAT_NEEDS = {".csv": (("pandas",),), ".parquet": (("pandas",), ("pyarrow", "fastparquet"))}
+_DEFAULT_MISSING = inspect.signature(SentenceEmbedder).parameters["missing"].default
 
 
 def _embedder(args: argparse.Namespace, **params) -> SentenceEmbedder:
@@ -57,43 +68,214 @@ def _shorten(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _read_texts(path: Path, column: str | None) -> list[str]:
+@dataclass
+class _Input:
+    """What ``encode`` reads from its input file, row by row."""
+
+    texts: list[str | None]  # None: a missing text
+    ids: Any  # the --id-column values (a list or a pandas Series), or None
+    first_line: int | None  # the file line of row 0 when every row is exactly one line
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file, split on "\\n" only.
+
+    ``str.splitlines`` also splits on "\\r", "\\f", U+0085, U+2028 and more, which
+    are ordinary characters inside a text. "\\r\\n" is one line ending; a final
+    line ending does not start an empty line; a leading byte-order mark is dropped.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            content = handle.read()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text: {exc}.") from None
+    lines = content.split("\n")
+    last = lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
+    if last:
+        lines.append(last)
+    return lines
+
+
+def _column_index(path: Path, names: list[Any], name: str, option: str) -> int:
+    if name not in names:
+        raise ValueError(f"{path} has no column {name!r} ({option}); its columns are {names}.")
+    if names.count(name) > 1:
+        raise ValueError(f"{path} has {names.count(name)} columns named {name!r} ({option}).")
+    return names.index(name)
+
+
+def _read_tsv(path: Path, column: str, id_column: str | None) -> _Input:
+    # Read by hand rather than with pandas: rows end exactly where .txt lines do, and
+    # quotes are kept as written (STSb-style files quote nothing but contain quotes).
+    lines = _lines(path)
+    if not lines:
+        raise ValueError(f"{path} is empty; a .tsv input starts with a header line.")
+    header = lines[0].split("\t")
+    rows = [line.split("\t") for line in lines[1:]]
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path} line {number} has {len(row)} tab-separated fields; its header line "
+                f"has {len(header)}. Quotes do not group fields in a .tsv input."
+            )
+    text_at = _column_index(path, header, column, "--column")
+    ids = None
+    if id_column is not None:
+        id_at = _column_index(path, header, id_column, "--id-column")
+        ids = [row[id_at] for row in rows]
+    return _Input([row[text_at] or None for row in rows], ids, first_line=2)
+
+
+def _read_frame(path: Path, column: str, id_column: str | None) -> _Input:
     import pandas as pd
 
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".parquet"):
-        if column is None:
-            raise ValueError(f"{path} is a {suffix[1:]} file: name its text column with --column.")
-        frame = (
-            pd.read_csv(path, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(path)
+    if path.suffix.lower() == ".csv":
+        # Every cell is text and only an empty cell is missing: "NA", "None" or "007"
+        # stay as written, and a blank line is a row of empty cells, not skipped.
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=False
         )
-        if column not in frame.columns:
+    else:
+        frame = pd.read_parquet(path)
+    names = list(frame.columns)
+    frame = frame.reset_index(drop=True)
+    texts = as_texts(
+        frame.iloc[:, _column_index(path, names, column, "--column")],
+        what=f"column {column!r} of {path}",
+        allow_missing=True,
+    )
+    ids = None
+    if id_column is not None:
+        ids = frame.iloc[:, _column_index(path, names, id_column, "--id-column")]
+    return _Input(texts, ids, first_line=None)
+
+
+def _read_input(path: Path, column: str | None, id_column: str | None) -> _Input:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        if column is not None or id_column is not None:
             raise ValueError(
-                f"{path} has no column {column!r}; its columns are {list(frame.columns)}."
+                f"--column and --id-column apply to {', '.join(_TABLE_SUFFIXES)} inputs, "
+                f"not to {path.name}."
             )
-        return frame[column].tolist()
-    if column is not None:
-        raise ValueError(f"--column applies to .csv and .parquet inputs, not to {path.name}.")
-    return path.read_text(encoding="utf-8").splitlines()
+        return _Input([line or None for line in _lines(path)], None, first_line=1)
+    if column is None:
+        raise ValueError(f"{path} is a {suffix[1:]} file: name its text column with --column.")
+    if suffix == ".tsv":
+        return _read_tsv(path, column, id_column)
+    return _read_frame(path, column, id_column)
+
+
+def _refuse_missing(path: Path, data: _Input, column: str | None) -> None:
+    """Raise, naming the rows, when the input has a missing text."""
+    rows = [i for i, text in enumerate(data.texts) if text is None]
+    if not rows:
+        return
+    where = ", ".join(
+        f"row {i}" + (f" (line {i + data.first_line})" if data.first_line is not None else "")
+        for i in rows[:5]
+    )
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    what = "empty lines" if column is None else f"empty or null cells of column {column!r}"
+    raise ValueError(
+        f"{path} has {len(rows)} missing text(s) ({what}) at {where}{more}; "
+        "rows count from 0 after any header. Remove or fill them, or pass --missing empty "
+        '(encode them as "") or --missing zero (all-zero embeddings).'
+    )
+
+
+def _check_paths(args: argparse.Namespace, source: Path, output: Path) -> None:
+    """Refuse, before anything is loaded or encoded, what cannot end in a written file."""
+    if source.suffix.lower() not in _INPUT_SUFFIXES:
+        raise ValueError(
+            f"INPUT {source} must end in one of {', '.join(_INPUT_SUFFIXES)} (any case)."
+        )
+    if output.suffix.lower() not in _OUTPUT_SUFFIXES:
+        raise ValueError(
+            f"--output {output} must end in one of {', '.join(_OUTPUT_SUFFIXES)} (any case)."
+        )
+    if args.id_column is not None and output.suffix.lower() == ".npy":
+        raise ValueError(
+            f"--id-column needs a .csv or .parquet output; {output} holds only the embeddings "
+            "(its rows are in input order)."
+        )
+    if not output.parent.is_dir():
+        raise ValueError(f"--output {output}: the folder {output.parent} does not exist.")
+    if output.exists():
+        if output.is_dir():
+            raise ValueError(f"--output {output} is a folder; expected a file name.")
+        if source.exists() and os.path.samefile(source, output):
+            raise ValueError(f"--output {output} is the input file {source}; choose another name.")
+        if not args.overwrite:
+            raise ValueError(f"--output {output} exists; pass --overwrite to replace it.")
+
+
+def _check_dependencies(path: Path, role: str) -> None:
+    """Raise ImportError when the format of ``path`` needs a package that is not installed."""
+    suffix = path.suffix.lower()
+    for alternatives in _FORMAT_NEEDS.get(suffix, ()):
+        if not any(_importable(name) for name in alternatives):
+            raise ImportError(
+                f"{role} {path} is a {suffix} file, which needs {' or '.join(alternatives)}; "
+                f"not installed (pip install {alternatives[0]})."
+            )
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _write(
+    output: Path, embeddings: np.ndarray, columns: list[str], id_name: str, ids: Any
+) -> None:
+    """Write the output file whole or not at all: a failed write leaves no partial file."""
+    target = output.resolve()  # write through a symlink, as opening the path would
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    suffix = output.suffix.lower()
+    try:
+        if suffix == ".npy":
+            # np.save(path) would append ".npy" to any other suffix, ".NPY" included.
+            with open(partial, "wb") as handle:
+                np.save(handle, embeddings)
+        else:
+            import pandas as pd
+
+            frame = pd.DataFrame(embeddings, columns=columns)
+            frame.insert(0, id_name, np.arange(len(frame)) if ids is None else ids)
+            if suffix == ".csv":
+                frame.to_csv(partial, index=False)
+            else:
+                frame.to_parquet(partial, index=False)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _encode(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    output = Path(args.output)
-    if output.suffix.lower() not in _OUTPUT_SUFFIXES:
-        raise ValueError(f"--output {output} must end in one of {', '.join(_OUTPUT_SUFFIXES)}.")
-    texts = _read_texts(Path(args.input), args.column)
-    embedder = _embedder(args, show_progress_bar=True, normalize_embeddings=args.normalize)
-    embeddings = embedder.transform(texts)
-    if output.suffix.lower() == ".npy":
-        np.save(output, embeddings)
-    else:
-        frame = pd.DataFrame(embeddings, columns=[str(c) for c in embedder.get_feature_names_out()])
-        if output.suffix.lower() == ".csv":
-            frame.to_csv(output, index=False)
-        else:
-            frame.to_parquet(output, index=False)
+    source, output = Path(args.input), Path(args.output)
+    _check_paths(args, source, output)
+    _check_dependencies(source, "INPUT")
+    _check_dependencies(output, "--output")
+    data = _read_input(source, args.column, args.id_column)
+    if args.missing == "error":
+        _refuse_missing(source, data, args.column)
+    embedder = _embedder(
+        args, show_progress_bar=True, normalize_embeddings=args.normalize, missing=args.missing
+    )
+    columns = [str(c) for c in embedder.get_feature_names_out()]
+    id_name = args.id_column or "row"
+    if output.suffix.lower() != ".npy" and id_name in columns:
+        raise ValueError(
+            f"--id-column {id_name!r} is also the name of an embedding column of {output}."
+        )
+    embeddings = embedder.transform(data.texts)
+    _write(output, embeddings, columns, id_name, data.ids)
     print(
         f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {output}",
         file=sys.stderr,
@@ -162,13 +344,49 @@ def _parser() -> argparse.ArgumentParser:
         "encode",
         parents=[common],
         help="encode a file of texts",
-        description="Encode a text file (one text per line) or a column of a CSV/Parquet file.",
+        description=(
+            "Encode a text file (one text per line) or one column of a CSV, TSV or Parquet "
+            "table. Lines of .txt and .tsv files end at \\n (\\r\\n counts as one line "
+            "ending; any other character, \\r included, is part of the text). A .tsv has a "
+            "header line and no quoting: quotes are kept as written. A .csv is standard CSV. "
+            "An empty line of a .txt, or an empty or null cell of a table, is a missing text "
+            "(see --missing). The output has one row per input row, in input order: OUT.npy "
+            "holds only the (rows, dimensions) float32 array; OUT.csv and OUT.parquet start "
+            "with an id column (the input row number from 0, named 'row', or --id-column) "
+            "followed by one column per dimension. OUT is written exactly at the path given, "
+            "whole or not at all; an existing OUT is replaced only with --overwrite, and "
+            "never when it is the input file."
+        ),
     )
     encode.add_argument(
-        "input", metavar="INPUT", help="a .txt file, or .csv/.parquet with --column"
+        "input", metavar="INPUT", help="a .txt file, or a .csv/.tsv/.parquet file with --column"
     )
-    encode.add_argument("--output", "-o", required=True, help="OUT.npy, OUT.parquet or OUT.csv")
-    encode.add_argument("--column", default=None, help="the text column of a CSV/Parquet input")
+    encode.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="OUT",
+        help="OUT.npy, OUT.parquet or OUT.csv (suffix in any case)",
+    )
+    encode.add_argument("--column", default=None, help="the text column of a table input")
+    encode.add_argument(
+        "--id-column",
+        default=None,
+        metavar="NAME",
+        help="copy this column of a table input into a .csv/.parquet output as its first "
+        "column (default: the input row number, from 0, as column 'row')",
+    )
+    encode.add_argument(
+        "--missing",
+        choices=["error", "empty", "zero"],
+        default=_DEFAULT_MISSING,
+        help="a missing text (empty line or cell): 'error' stops before encoding and names "
+        "the rows, 'empty' encodes it as \"\", 'zero' gives an all-zero embedding "
+        f"(default: {_DEFAULT_MISSING})",
+    )
+    encode.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)"
+    )
     encode.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     encode.set_defaults(run=_encode)
 

@@ -73,9 +73,9 @@ def test_encode_formats(capsys, tiny_model, tmp_path):
             if suffix == ".npy":
                 got = np.load(out)
             elif suffix == ".csv":
-                got = pd.read_csv(out).to_numpy(np.float32)
+                got = pd.read_csv(out).drop(columns="row").to_numpy(np.float32)
             else:
-                got = pd.read_parquet(out).to_numpy()
+                got = pd.read_parquet(out).drop(columns="row").to_numpy()
             np.testing.assert_allclose(got, expected, atol=1e-6)
 
 

@@ -6,26 +6,35 @@ fingerprint, device type, precision and every setting that changes an embedding:
 
 - an in-process LRU cache shared by every estimator, so clones and the fits of
   a grid search reuse embeddings. Its size is bounded in bytes
-  (:func:`set_cache_limit`, default 1 GiB, ``0`` turns it off); the least
-  recently used entries are dropped first.
+  (:func:`set_cache_limit`, default 1 GiB, ``0`` turns it off; the environment
+  variable ``SKEMBED_CACHE_BYTES`` sets the bound when the cache is first
+  used); the least recently used entries are dropped first.
 - an optional persistent store (:class:`DiskEmbeddingStore`), a SQLite file
   that several processes and sessions share. Writes are transactions, so an
-  interrupted write leaves no partial entry.
+  interrupted write leaves no partial entry; every row carries a checksum and
+  is checked on read, so a damaged row is encoded again, never served.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import sqlite3
+import sys
 import threading
+import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 
 from .encoder import Encoder
@@ -36,12 +45,15 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "encode_cached",
+    "open_store",
     "set_cache_limit",
 ]
 
 DEFAULT_CACHE_BYTES = 1 << 30
-# Bookkeeping per entry beyond the vector itself (dict slot, key tuple, array header).
-_ENTRY_OVERHEAD = 200
+CACHE_BYTES_VARIABLE = "SKEMBED_CACHE_BYTES"
+# Memory per entry beyond the vector data and the text (ndarray object, key and value tuples,
+# ordered-dict slot and link), measured with tracemalloc on CPython 3.11.
+_ENTRY_OVERHEAD = 300
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,8 @@ class EmbeddingCache:
 
     @staticmethod
     def _size(text: str, vector: np.ndarray) -> int:
-        return vector.nbytes + len(text) + _ENTRY_OVERHEAD
+        # getsizeof, not len: a text of CJK characters holds 2 or 4 bytes per character.
+        return vector.nbytes + sys.getsizeof(text) + _ENTRY_OVERHEAD
 
     def get(self, namespace: str, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, bool]]:
         """Return the cached ``(vector, truncated)`` of those texts that are cached."""
@@ -125,7 +138,66 @@ class EmbeddingCache:
         return len(self._entries)
 
 
-_PROCESS_CACHE = EmbeddingCache(int(os.environ.get("SKEMBED_CACHE_BYTES", DEFAULT_CACHE_BYTES)))
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE = re.compile(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*")
+
+
+def cache_limit_from_environment() -> int:
+    """The in-process cache bound that ``SKEMBED_CACHE_BYTES`` asks for.
+
+    The value is a whole number of bytes, optionally followed by a unit:
+    ``B``, ``kB``, ``MB``, ``GB``, ``TB`` (powers of 1000) or ``KiB``,
+    ``MiB``, ``GiB``, ``TiB`` (powers of 1024), in any letter case, e.g.
+    ``1073741824``, ``512MiB`` or ``2GB``. ``0`` turns the cache off; unset
+    or empty means the default, 1 GiB.
+
+    Returns
+    -------
+    int
+        The bound in bytes.
+
+    Raises
+    ------
+    ValueError
+        If the variable holds anything else (a negative or fractional number,
+        an unknown unit); the message names the variable and its value.
+    """
+    value = os.environ.get(CACHE_BYTES_VARIABLE, "")
+    if not value.strip():
+        return DEFAULT_CACHE_BYTES
+    match = _SIZE.fullmatch(value)
+    unit = _BYTE_UNITS.get(match[2].lower()) if match else None
+    if unit is None:
+        raise ValueError(
+            f"{CACHE_BYTES_VARIABLE}={value!r} is not a size in bytes: expected a whole number "
+            "of bytes >= 0, optionally with a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), "
+            "such as 1073741824, 512MiB or 2GB; unset or empty means the default, 1GiB."
+        )
+    return int(match[1]) * unit
+
+
+_PROCESS_CACHE: EmbeddingCache | None = None
+_PROCESS_CACHE_LOCK = threading.Lock()
+
+
+def _process_cache() -> EmbeddingCache:
+    # Created at first use, not at import: a bad SKEMBED_CACHE_BYTES must not break `import`.
+    global _PROCESS_CACHE
+    with _PROCESS_CACHE_LOCK:
+        if _PROCESS_CACHE is None:
+            _PROCESS_CACHE = EmbeddingCache(cache_limit_from_environment())
+        return _PROCESS_CACHE
 
 
 def set_cache_limit(max_bytes: int) -> None:
@@ -135,16 +207,17 @@ def set_cache_limit(max_bytes: int) -> None:
     ----------
     max_bytes : int
         Bytes of vectors, texts and bookkeeping the cache may hold; ``0``
-        disables it. The default, 1 GiB, holds about 600,000 embeddings of
-        size 384. The environment variable ``SKEMBED_CACHE_BYTES`` sets the
-        value at import.
+        disables it. The default, 1 GiB, holds about 1.5 million embeddings
+        of size 384 of short texts. The environment variable
+        ``SKEMBED_CACHE_BYTES`` (see :func:`cache_limit_from_environment`)
+        sets the value when the cache is first used.
     """
-    _PROCESS_CACHE.resize(max_bytes)
+    _process_cache().resize(max_bytes)
 
 
 def clear_cache() -> None:
     """Empty the in-process embedding cache."""
-    _PROCESS_CACHE.clear()
+    _process_cache().clear()
 
 
 def cache_info() -> dict[str, int]:
@@ -153,9 +226,10 @@ def cache_info() -> dict[str, int]:
     Returns
     -------
     dict
-        ``entries``, ``nbytes``, ``max_bytes``, ``hits`` and ``misses``.
+        ``entries``, ``nbytes`` (memory held: vectors, texts and bookkeeping),
+        ``max_bytes``, ``hits`` and ``misses``.
     """
-    cache = _PROCESS_CACHE
+    cache = _process_cache()
     return {
         "entries": len(cache),
         "nbytes": cache.nbytes,
@@ -165,68 +239,483 @@ def cache_info() -> dict[str, int]:
     }
 
 
+# PRAGMA application_id marks a file as a skembed store ("skem"); PRAGMA user_version is the
+# layout of its rows.
+_APPLICATION_ID = 0x736B656D
+_LAYOUT_VERSION = 1
+_TABLE = (
+    "CREATE TABLE embeddings (namespace TEXT NOT NULL, text_sha256 BLOB NOT NULL, "
+    "truncated INTEGER NOT NULL, vector BLOB NOT NULL, checksum BLOB NOT NULL, "
+    "PRIMARY KEY (namespace, text_sha256))"
+)
+# The layout skembed 0.1 wrote, without checksums: a store in it is upgraded in place.
+_UNCHECKED_TABLE = (
+    "CREATE TABLE embeddings (namespace TEXT, text_sha256 BLOB, "
+    "truncated INTEGER, vector BLOB, PRIMARY KEY (namespace, text_sha256))"
+)
+# SQLite caps the number of bound parameters of one statement; look up in slices.
+_LOOKUP_SLICE = 500
+_WARNED_STORES: set[str] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _checksum(namespace: str, digest: bytes, truncated: int, vector: bytes) -> bytes:
+    """Tie a row's vector to its key and flag, so that damage anywhere in the row shows."""
+    check = hashlib.blake2b(namespace.encode(), digest_size=8)
+    check.update(b"\0" + digest + (b"\1" if truncated else b"\0") + vector)
+    return check.digest()
+
+
+def _trusted_vector(
+    namespace: str,
+    digest: bytes,
+    truncated: Any,
+    vector: Any,
+    checksum: Any,
+    dimension: int | None,
+) -> np.ndarray | None:
+    """The vector of a stored row, or None when the row cannot be trusted."""
+    if not isinstance(vector, bytes) or not vector or len(vector) % 4:
+        return None
+    if dimension is not None and len(vector) != 4 * dimension:
+        return None
+    if truncated not in (0, 1) or checksum != _checksum(namespace, digest, truncated, vector):
+        return None
+    array = np.frombuffer(vector, dtype=np.float32)
+    return array if np.isfinite(array).all() else None
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock first, so what is read inside is what gets replaced.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.execute("COMMIT")
+
+
 class DiskEmbeddingStore:
     """A persistent embedding store in one SQLite file, safe across processes.
+
+    Every row carries a checksum of its key, flag and vector. A row that
+    fails it, has the wrong size for the model, or holds a non-finite value
+    is never served: it is encoded again and overwritten.
+
+    Nothing is read or written at construction: the folder and file are
+    created at first use. A store that cannot be written (a read-only file or
+    folder, a full disk) warns once per file and process and is still read;
+    the embeddings are returned all the same.
 
     Parameters
     ----------
     directory : str or path-like
-        Folder of the store; created if needed. The file is
+        Folder of the store; created at first use. The file is
         ``skembed-embeddings.sqlite`` inside it.
+    max_bytes : int, optional
+        Bound on the bytes the rows take in the file. After a write that
+        passes it, the oldest written rows are deleted until it holds again.
+        ``None`` (the default) keeps every row.
+
+    Attributes
+    ----------
+    path : Path
+        The SQLite file.
+
+    Examples
+    --------
+    >>> from skembed import SentenceEmbedder
+    >>> from skembed.cache import DiskEmbeddingStore
+    >>> store = DiskEmbeddingStore("embeddings", max_bytes=2**30)  # doctest: +SKIP
+    >>> SentenceEmbedder(memory=store).fit_transform(["A cat."])  # doctest: +SKIP
     """
 
     FILENAME = "skembed-embeddings.sqlite"
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.path = Path(directory) / self.FILENAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings (namespace TEXT, text_sha256 BLOB, "
-                "truncated INTEGER, vector BLOB, PRIMARY KEY (namespace, text_sha256))"
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(
+                f"The folder of an embedding store must be a str or path-like, got {directory!r}."
             )
+        folder = os.fspath(directory)
+        if not isinstance(folder, str) or not folder:
+            raise ValueError(
+                f"The folder of an embedding store must be a non-empty path, got {directory!r}; "
+                "give a folder, or memory=None to keep embeddings in memory only."
+            )
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, Integral) or max_bytes < 0
+        ):
+            raise ValueError(f"max_bytes must be an integer >= 0 or None, got {max_bytes!r}.")
+        self.directory = Path(folder)
+        self.path = self.directory / self.FILENAME
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=60)
-        # WAL lets readers in other processes go on while one process writes.
-        connection.execute("PRAGMA journal_mode=WAL")
+    def __repr__(self) -> str:
+        bound = "" if self.max_bytes is None else f", max_bytes={self.max_bytes}"
+        return f"{type(self).__name__}({str(self.directory)!r}{bound})"
+
+    def _unusable(self, reason: str) -> ValueError:
+        return ValueError(
+            f"{str(self.path)!r} cannot be used as an embedding store: {reason}. Delete the "
+            "file, or choose another folder for the store (memory=)."
+        )
+
+    def _layout(self, connection: sqlite3.Connection) -> str:
+        """``"current"``, ``"empty"`` or ``"unchecked"`` (skembed 0.1); other files refused."""
+        # One read transaction: another process may set the file up between two statements.
+        snapshot = not connection.in_transaction
+        if snapshot:
+            connection.execute("BEGIN")
+        try:
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            tables = dict(
+                connection.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
+                )
+            )
+        finally:
+            if snapshot:
+                connection.execute("COMMIT")
+        if application_id == _APPLICATION_ID:
+            if version == _LAYOUT_VERSION:
+                return "current"
+            raise self._unusable(
+                f"its layout {version} is not the layout {_LAYOUT_VERSION} this version of "
+                "skembed reads (upgrade skembed to read a newer store)"
+            )
+        if application_id == 0 and version == 0:
+            if not tables:
+                return "empty"
+            if tables == {"embeddings": _UNCHECKED_TABLE}:
+                return "unchecked"
+        raise self._unusable(
+            f"it is an SQLite database of another application (application id {application_id}, "
+            f"tables {sorted(tables)})"
+        )
+
+    def _open(self) -> sqlite3.Connection:
+        """A read-write connection to the store, created or upgraded if needed."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OSError(
+                f"Cannot create the folder {str(self.directory)!r} of the embedding store: "
+                f"{error.strerror or error}. Give a folder that exists or can be created, or "
+                "memory=None to keep embeddings in memory only."
+            ) from error
+        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            # Identify the file before anything writes to it: a foreign file is left untouched.
+            layout = self._layout(connection)
+            if layout == "empty":
+                # Only takes effect before the first table: lets clear() and eviction shrink it.
+                connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            if layout != "current":
+                with _transaction(connection):
+                    self._set_up(connection)
+            # WAL lets readers in other processes go on while one process writes.
+            connection.execute("PRAGMA journal_mode=WAL")
+        except BaseException:
+            connection.close()
+            raise
         return connection
+
+    def _set_up(self, connection: sqlite3.Connection) -> None:
+        # Read again under the write lock: another process may have set the file up meanwhile.
+        layout = self._layout(connection)
+        if layout == "empty":
+            connection.execute(_TABLE)
+        elif layout == "unchecked":
+            connection.create_function("skembed_checksum", 4, _checksum, deterministic=True)
+            connection.execute("ALTER TABLE embeddings ADD COLUMN checksum BLOB")
+            connection.execute(
+                "UPDATE embeddings SET checksum = "
+                "skembed_checksum(namespace, text_sha256, truncated, vector)"
+            )
+        if layout != "current":
+            connection.execute(f"PRAGMA application_id={_APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version={_LAYOUT_VERSION}")
+
+    def _open_for_reading(self) -> sqlite3.Connection | None:
+        """A connection that reads the store, or None when it holds nothing to read.
+
+        A store that cannot be opened for writing is opened read-only; failing
+        that (a read-only folder without SQLite's shared-memory file), as
+        immutable. Raises the first ``sqlite3.OperationalError`` if all fail.
+        """
+        try:
+            return self._open()
+        except sqlite3.OperationalError as error:
+            failure = error
+        uri = self.path.resolve().as_uri()
+        for query in ("?mode=ro", "?immutable=1"):
+            try:
+                connection = sqlite3.connect(uri + query, uri=True, timeout=60)
+            except sqlite3.OperationalError:
+                continue
+            try:
+                if self._layout(connection) == "current":
+                    return connection
+            except sqlite3.OperationalError:
+                connection.close()
+                continue
+            except BaseException:
+                connection.close()
+                raise
+            # A new or old-layout file that cannot be upgraded holds no trusted rows.
+            connection.close()
+            return None
+        raise failure
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        # A damaged file shows as a DatabaseError; OperationalError is about access, not content.
+        try:
+            yield
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as error:
+            raise self._unusable(f"it is not a readable SQLite database ({error})") from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection | None]:
+        """A connection that reads the store (closed on exit), or None when nothing is stored."""
+        with self._errors():
+            connection = self._open_for_reading()
+            if connection is None:
+                yield None
+                return
+            with closing(connection):
+                yield connection
+
+    def _warn_once(self, error: Exception) -> None:
+        key = os.path.abspath(self.path)
+        with _WARNED_LOCK:
+            if key in _WARNED_STORES:
+                return
+            _WARNED_STORES.add(key)
+        warnings.warn(
+            f"The embedding store {key!r} cannot be written ({error}): embeddings are computed "
+            "and returned, but not stored. This warning is shown once per store and process.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     @staticmethod
     def _digest(text: str) -> bytes:
         return hashlib.sha256(text.encode("utf-8")).digest()
 
-    def get(self, namespace: str, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, bool]]:
-        """Return the stored ``(vector, truncated)`` of those texts that are stored."""
+    def _rows(
+        self, connection: sqlite3.Connection, namespace: str, digests: list[bytes]
+    ) -> Iterator[tuple[bytes, Any, Any, Any]]:
+        for start in range(0, len(digests), _LOOKUP_SLICE):
+            part = digests[start : start + _LOOKUP_SLICE]
+            yield from connection.execute(
+                "SELECT text_sha256, truncated, vector, checksum FROM embeddings "
+                f"WHERE namespace = ? AND text_sha256 IN ({','.join('?' * len(part))})",
+                [namespace, *part],
+            )
+
+    def get(
+        self, namespace: str, texts: Sequence[str], dimension: int | None = None
+    ) -> dict[str, tuple[np.ndarray, bool]]:
+        """Return the stored ``(vector, truncated)`` of those texts that are stored and sound.
+
+        Parameters
+        ----------
+        namespace : str
+            The model and settings the vectors belong to.
+        texts : sequence of str
+            The texts to look up.
+        dimension : int, optional
+            The embedding size; a row of another size is not served.
+
+        Returns
+        -------
+        dict
+            Text to ``(vector, truncated)`` for every text with a trusted row.
+        """
         by_digest = {self._digest(text): text for text in texts}
         found = {}
-        digests = list(by_digest)
-        with self._connect() as connection:
-            # SQLite caps the number of bound parameters; look up in slices.
-            for start in range(0, len(digests), 500):
-                part = digests[start : start + 500]
-                rows = connection.execute(
-                    "SELECT text_sha256, truncated, vector FROM embeddings WHERE namespace = ? "
-                    f"AND text_sha256 IN ({','.join('?' * len(part))})",
-                    [namespace, *part],
-                )
-                for digest, truncated, vector in rows:
-                    found[by_digest[digest]] = (
-                        np.frombuffer(vector, dtype=np.float32),
-                        bool(truncated),
-                    )
+        try:
+            with self._reading() as connection:
+                if connection is None:
+                    return found
+                for digest, truncated, vector, checksum in self._rows(
+                    connection, namespace, list(by_digest)
+                ):
+                    row = _trusted_vector(namespace, digest, truncated, vector, checksum, dimension)
+                    if row is not None:
+                        found[by_digest[digest]] = (row, bool(truncated))
+        except sqlite3.OperationalError as error:
+            self._warn_once(error)
         return found
 
     def put(
         self, namespace: str, texts: Sequence[str], vectors: np.ndarray, truncated: np.ndarray
     ) -> None:
-        """Store entries in one transaction: all are written, or none."""
-        rows = [
-            (namespace, self._digest(text), int(cut), np.asarray(vector, np.float32).tobytes())
-            for text, vector, cut in zip(texts, vectors, truncated, strict=True)
-        ]
-        with self._connect() as connection:
-            connection.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+        """Store entries in one transaction: all are written, or none.
+
+        A text that already has a trusted row keeps it (the first writer
+        wins); a missing or damaged row is written. Vectors with non-finite
+        values are not stored. A store that cannot be written warns once per
+        file and process and stores nothing.
+        """
+        rows = {}
+        for text, vector, cut in zip(texts, vectors, truncated, strict=True):
+            data = np.asarray(vector, np.float32)
+            if np.isfinite(data).all():
+                digest, blob = self._digest(text), data.tobytes()
+                rows[digest] = (
+                    namespace,
+                    digest,
+                    int(cut),
+                    blob,
+                    _checksum(namespace, digest, int(cut), blob),
+                )
+        if not rows:
+            return
+        dimension = len(next(iter(rows.values()))[3]) // 4
+        try:
+            with self._errors(), closing(self._open()) as connection:
+                with _transaction(connection):
+                    for digest, cut, vector, checksum in self._rows(
+                        connection, namespace, list(rows)
+                    ):
+                        if (
+                            _trusted_vector(namespace, digest, cut, vector, checksum, dimension)
+                            is not None
+                        ):
+                            del rows[digest]
+                    connection.executemany(
+                        "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows.values()
+                    )
+                    evicted = self._evict(connection)
+                if evicted:
+                    self._vacuum(connection)
+        except (sqlite3.OperationalError, OSError) as error:
+            self._warn_once(error)
+
+    @staticmethod
+    def _used_bytes(connection: sqlite3.Connection) -> int:
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * connection.execute("PRAGMA page_size").fetchone()[0]
+
+    def _evict(self, connection: sqlite3.Connection) -> bool:
+        """Delete the oldest rows until the bound holds; return whether any were deleted."""
+        if self.max_bytes is None:
+            return False
+        evicted = False
+        while (used := self._used_bytes(connection)) > self.max_bytes:
+            count = connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            if not count:
+                break
+            # Rows are about the same size: delete the share of them that is over the bound.
+            excess = max(1, math.ceil(count * (used - self.max_bytes) / used))
+            connection.execute(
+                "DELETE FROM embeddings WHERE rowid IN "
+                "(SELECT rowid FROM embeddings ORDER BY rowid LIMIT ?)",
+                (excess,),
+            )
+            evicted = True
+        return evicted
+
+    @staticmethod
+    def _vacuum(connection: sqlite3.Connection) -> None:
+        # executescript runs the pragma to the end; execute would free a single page.
+        connection.executescript("PRAGMA incremental_vacuum;")
+
+    def clear(self) -> None:
+        """Delete every row and give the space back to the file system.
+
+        Raises
+        ------
+        OSError
+            If the store cannot be written.
+        """
+        try:
+            with self._errors(), closing(self._open()) as connection:
+                with _transaction(connection):
+                    connection.execute("DELETE FROM embeddings")
+                self._vacuum(connection)
+        except sqlite3.OperationalError as error:
+            raise OSError(
+                f"Cannot clear the embedding store {str(self.path)!r}: {error}."
+            ) from error
+
+    def _measure(self, measure: Callable[[sqlite3.Connection], int]) -> int:
+        try:
+            with self._reading() as connection:
+                return 0 if connection is None else measure(connection)
+        except sqlite3.OperationalError as error:
+            raise OSError(
+                f"Cannot read the embedding store {str(self.path)!r}: {error}."
+            ) from error
+
+    def __len__(self) -> int:
+        """The number of rows stored."""
+        return self._measure(
+            lambda connection: connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the file in use by rows and their index, the quantity ``max_bytes`` bounds."""
+        return self._measure(self._used_bytes)
+
+
+def open_store(memory: Any) -> DiskEmbeddingStore | None:
+    """The persistent store an estimator's ``memory`` parameter names.
+
+    Parameters
+    ----------
+    memory : None, str, path-like, joblib.Memory or DiskEmbeddingStore
+        - ``None``: no persistent store.
+        - A folder: a store in that folder (``""`` is refused).
+        - A ``joblib.Memory``: a store in the folder ``skembed-embeddings``
+          inside the Memory's own cache folder (``<location>/joblib`` for a
+          str location), so that ``memory.clear()`` deletes it with the rest
+          of that cache. A Memory without a location caches nothing: no
+          store.
+        - A :class:`DiskEmbeddingStore`: used as is; build one to bound the
+          store's size (``max_bytes``).
+
+    Returns
+    -------
+    DiskEmbeddingStore or None
+        The store; nothing is read or written before its first use.
+
+    Raises
+    ------
+    ValueError
+        For an empty folder name or a joblib.Memory whose backend is not the
+        local file system.
+    TypeError
+        For any other kind of value.
+    """
+    if memory is None or isinstance(memory, DiskEmbeddingStore):
+        return memory
+    if isinstance(memory, joblib.Memory):
+        if memory.store_backend is None:
+            return None
+        if memory.backend != "local":
+            raise ValueError(
+                f"memory={memory!r} uses the joblib store backend {memory.backend!r}; the "
+                "embedding store needs a local folder: give a joblib.Memory with the 'local' "
+                "backend, a folder, or a DiskEmbeddingStore."
+            )
+        return DiskEmbeddingStore(Path(memory.store_backend.location) / "skembed-embeddings")
+    if isinstance(memory, (str, os.PathLike)):
+        return DiskEmbeddingStore(memory)
+    raise TypeError(
+        "memory must be None, a folder (str or path-like), a joblib.Memory or a "
+        f"DiskEmbeddingStore, got {memory!r}."
+    )
 
 
 def namespace_for(encoder: Encoder, **settings: Any) -> str:
@@ -277,14 +766,15 @@ def encode_cached(
         normalize=bool(encode_options.get("normalize_embeddings", False)),
     )
     unique = list(dict.fromkeys(texts))
-    found = _PROCESS_CACHE.get(namespace, unique)
+    cache = _process_cache()
+    found = cache.get(namespace, unique)
     missing = [text for text in unique if text not in found]
     if missing and store is not None:
-        from_disk = store.get(namespace, missing)
+        from_disk = store.get(namespace, missing, encoder.embedding_dimension)
         if from_disk:
             found.update(from_disk)
             disk_texts = list(from_disk)
-            _PROCESS_CACHE.put(
+            cache.put(
                 namespace,
                 disk_texts,
                 np.stack([from_disk[t][0] for t in disk_texts]),
@@ -293,7 +783,7 @@ def encode_cached(
             missing = [text for text in missing if text not in from_disk]
     if missing:
         result = encoder.encode(missing, **encode_options)
-        _PROCESS_CACHE.put(namespace, missing, result.embeddings, result.truncated)
+        cache.put(namespace, missing, result.embeddings, result.truncated)
         if store is not None:
             store.put(namespace, missing, result.embeddings, result.truncated)
         for text, vector, cut in zip(missing, result.embeddings, result.truncated, strict=True):

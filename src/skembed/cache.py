@@ -43,6 +43,7 @@ __all__ = [
     "DiskEmbeddingStore",
     "EmbeddingCache",
     "cache_info",
+    "cache_limit_from_environment",
     "clear_cache",
     "encode_cached",
     "open_store",
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 DEFAULT_CACHE_BYTES = 1 << 30
-CACHE_BYTES_VARIABLE = "SKEMBED_CACHE_BYTES"
+_CACHE_BYTES_VARIABLE = "SKEMBED_CACHE_BYTES"
 # Memory per entry beyond the vector data and the text (ndarray object, key and value tuples,
 # ordered-dict slot and link), measured with tracemalloc on CPython 3.11.
 _ENTRY_OVERHEAD = 300
@@ -173,14 +174,14 @@ def cache_limit_from_environment() -> int:
         If the variable holds anything else (a negative or fractional number,
         an unknown unit); the message names the variable and its value.
     """
-    value = os.environ.get(CACHE_BYTES_VARIABLE, "")
+    value = os.environ.get(_CACHE_BYTES_VARIABLE, "")
     if not value.strip():
         return DEFAULT_CACHE_BYTES
     match = _SIZE.fullmatch(value)
     unit = _BYTE_UNITS.get(match[2].lower()) if match else None
     if unit is None:
         raise ValueError(
-            f"{CACHE_BYTES_VARIABLE}={value!r} is not a size in bytes: expected a whole number "
+            f"{_CACHE_BYTES_VARIABLE}={value!r} is not a size in bytes: expected a whole number "
             "of bytes >= 0, optionally with a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), "
             "such as 1073741824, 512MiB or 2GB; unset or empty means the default, 1GiB."
         )
@@ -207,8 +208,8 @@ def set_cache_limit(max_bytes: int) -> None:
     ----------
     max_bytes : int
         Bytes of vectors, texts and bookkeeping the cache may hold; ``0``
-        disables it. The default, 1 GiB, holds about 1.5 million embeddings
-        of size 384 of short texts. The environment variable
+        disables it. The default, 1 GiB, holds about 550,000 embeddings of
+        size 384 of short texts. The environment variable
         ``SKEMBED_CACHE_BYTES`` (see :func:`cache_limit_from_environment`)
         sets the value when the cache is first used.
     """
@@ -262,7 +263,8 @@ _WARNED_LOCK = threading.Lock()
 def _checksum(namespace: str, digest: bytes, truncated: int, vector: bytes) -> bytes:
     """Tie a row's vector to its key and flag, so that damage anywhere in the row shows."""
     check = hashlib.blake2b(namespace.encode(), digest_size=8)
-    check.update(b"\0" + digest + (b"\1" if truncated else b"\0") + vector)
+    check.update(b"\0" + digest + (b"\1" if truncated else b"\0"))
+    check.update(vector)
     return check.digest()
 
 
@@ -307,7 +309,8 @@ class DiskEmbeddingStore:
     Nothing is read or written at construction: the folder and file are
     created at first use. A store that cannot be written (a read-only file or
     folder, a full disk) warns once per file and process and is still read;
-    the embeddings are returned all the same.
+    the embeddings are returned all the same. A folder that cannot be created
+    is an ``OSError`` at first use, before anything is encoded.
 
     Parameters
     ----------
@@ -564,22 +567,34 @@ class DiskEmbeddingStore:
         wins); a missing or damaged row is written. Vectors with non-finite
         values are not stored. A store that cannot be written warns once per
         file and process and stores nothing.
+
+        Parameters
+        ----------
+        namespace : str
+            The model and settings the vectors belong to.
+        texts : sequence of str
+            One text per row of ``vectors``.
+        vectors : ndarray of shape (n_texts, dimension)
+            The embeddings, stored as float32.
+        truncated : sequence of bool
+            Per text, whether it was cut to the model's length.
         """
+        matrix = np.asarray(vectors, dtype=np.float32)
+        finite = np.isfinite(matrix).all(axis=1)
         rows = {}
-        for text, vector, cut in zip(texts, vectors, truncated, strict=True):
-            data = np.asarray(vector, np.float32)
-            if np.isfinite(data).all():
-                digest, blob = self._digest(text), data.tobytes()
+        for text, vector, cut, keep in zip(texts, matrix, truncated, finite, strict=True):
+            if keep:
+                digest, blob, flag = self._digest(text), vector.tobytes(), int(cut)
                 rows[digest] = (
                     namespace,
                     digest,
-                    int(cut),
+                    flag,
                     blob,
-                    _checksum(namespace, digest, int(cut), blob),
+                    _checksum(namespace, digest, flag, blob),
                 )
         if not rows:
             return
-        dimension = len(next(iter(rows.values()))[3]) // 4
+        dimension = matrix.shape[1]
         try:
             with self._errors(), closing(self._open()) as connection:
                 with _transaction(connection):

@@ -19,7 +19,13 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from skembed import PairSimilarity, SentenceEmbedder
-from skembed.cache import DiskEmbeddingStore, cache_info, clear_cache, set_cache_limit
+from skembed.cache import (
+    DiskEmbeddingStore,
+    cache_info,
+    clear_cache,
+    open_store,
+    set_cache_limit,
+)
 from skembed.encoder import Encoder
 
 METRICS = ["cosine", "dot", "euclidean", "manhattan"]
@@ -267,7 +273,8 @@ def test_joblib_memory_is_accepted(tiny_model, tmp_path, count_encoded):
     clear_cache()
     SentenceEmbedder(tiny_model, device="cpu", memory=memory).fit().transform(["a cat"])
     assert count_encoded["texts"] == 1
-    assert (tmp_path / DiskEmbeddingStore.FILENAME).is_file()
+    # The store lives inside the Memory's own cache folder, so Memory.clear() removes it.
+    assert open_store(memory).path.is_file()
 
 
 def test_interrupted_write_leaves_no_entry(tmp_path):

@@ -7,16 +7,17 @@ import warnings
 from numbers import Integral
 from typing import Any, ClassVar
 
+import joblib
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import DTYPES, resolve_devices, resolve_dtype
 from ._inputs import as_text_pairs, as_texts, check_texts_or_pairs, column_names, looks_like_text
-from .cache import DiskEmbeddingStore, encode_cached
+from .cache import DiskEmbeddingStore, encode_cached, open_store
 from .encoder import (
     Encoder,
     EncoderGroup,
@@ -89,10 +90,16 @@ default=None
         What to do with a missing text (None, NaN, pandas.NA): raise an error
         naming its position, encode it as the empty string, or give it an
         all-zero embedding.
-    memory : str, path-like or joblib.Memory, default=None
-        Folder of a persistent embedding store shared across processes and
-        sessions (a ``joblib.Memory`` gives its ``location``). ``None`` keeps
-        embeddings in the in-process cache only.
+    memory : str, path-like, joblib.Memory or DiskEmbeddingStore, default=None
+        Persistent embedding store shared across processes and sessions.
+        A folder holds the store file; a ``joblib.Memory`` keeps it inside its
+        own cache folder, so ``memory.clear()`` deletes it (a Memory without a
+        location stores nothing); a :class:`~skembed.cache.DiskEmbeddingStore`
+        is used as is, e.g. ``DiskEmbeddingStore(folder, max_bytes=2**30)`` to
+        bound its size. Stored rows are checked on read; a damaged row is
+        encoded again. A store that cannot be written warns once and is still
+        read. ``""`` is refused. ``None`` keeps embeddings in the in-process
+        cache only.
 
     Attributes
     ----------
@@ -149,7 +156,7 @@ default=None
         "revision": [str, None],
         "cache_folder": [str, os.PathLike, None],
         "missing": [StrOptions({"error", "empty", "zero"})],
-        "memory": [str, os.PathLike, HasMethods(["cache"]), None],
+        "memory": [str, os.PathLike, joblib.Memory, DiskEmbeddingStore, None],
     }
 
     def __init__(
@@ -212,6 +219,7 @@ default=None
             names = column_names(X)
             if names is not None:
                 self.feature_names_in_ = np.asarray(names, dtype=object)
+        self._store()  # refuses a malformed memory= before the model is loaded
         folder = resolve_model_folder(
             self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
         )
@@ -322,8 +330,7 @@ default=None
         return state
 
     def _store(self) -> DiskEmbeddingStore | None:
-        location = getattr(self.memory, "location", self.memory)
-        return None if location is None else DiskEmbeddingStore(location)
+        return open_store(self.memory)
 
     def _texts(self, X: Any, what: str = "X") -> list[str | None]:
         return as_texts(X, what, allow_missing=self.missing != "error")

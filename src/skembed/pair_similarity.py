@@ -69,7 +69,9 @@ class PairSimilarity(TransformerMixin, BaseEstimator):
         """
         embedder = clone(SentenceEmbedder() if self.embedder is None else self.embedder)
         as_text_pairs(X, allow_missing=embedder.missing != "error")
-        self.embedder_ = embedder.fit(X)
+        # The embedder encodes each side as one column of texts, so it is not fitted on the
+        # pairs: its transform then takes texts, as scikit-learn's column-count check wants.
+        self.embedder_ = embedder.fit()
         self.n_features_in_ = 2
         return self
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from skembed.encoder import Encoder, load_encoder, read_folder, resolve_model_folder
+from skembed.encoder import (
+    Encoder,
+    EncodeSettings,
+    load_encoder,
+    read_folder,
+    resolve_model_folder,
+)
 from skembed.encoder._folder import NormalizeSpec, PoolingSpec
 
 CPU = torch.device("cpu")
@@ -76,7 +82,7 @@ def test_truncation_is_counted(tiny_model):
     encoder = load_encoder(tiny_model, CPU)
     result = encoder.encode(TEXTS)
     assert result.n_truncated == 1  # only the long text exceeds 24 tokens
-    assert encoder.encode(TEXTS, max_seq_length=64).n_truncated == 0
+    assert encoder.encode(TEXTS, EncodeSettings(max_seq_length=64)).n_truncated == 0
 
 
 def test_max_seq_length_matches_reference(tiny_model):
@@ -85,7 +91,7 @@ def test_max_seq_length_matches_reference(tiny_model):
     model = SentenceTransformer(str(tiny_model), device="cpu")
     model.max_seq_length = 8
     reference = model.encode(TEXTS)
-    ours = load_encoder(tiny_model, CPU).encode(TEXTS, max_seq_length=8).embeddings
+    ours = load_encoder(tiny_model, CPU).encode(TEXTS, EncodeSettings(max_seq_length=8)).embeddings
     np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
@@ -100,7 +106,7 @@ def test_prompt_matches_reference_with_and_without_prompt_tokens(make_tiny_model
             prompts={"query": "query: "},
         )
         reference = SentenceTransformer(str(folder), device="cpu").encode(TEXTS, prompt="query: ")
-        ours = Encoder(folder, CPU).encode(TEXTS, prompt="query: ").embeddings
+        ours = Encoder(folder, CPU).encode(TEXTS, EncodeSettings(prompt="query: ")).embeddings
         np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
@@ -184,7 +190,7 @@ def test_save_round_trip_loads_in_reference(make_tiny_model, tmp_path):
     reloaded = SentenceTransformer(str(target), device="cpu")
     assert reloaded.similarity_fn_name == "manhattan"
     assert reloaded.max_seq_length == 16
-    expected = encoder.encode(TEXTS, max_seq_length=16).embeddings
+    expected = encoder.encode(TEXTS, EncodeSettings(max_seq_length=16)).embeddings
     np.testing.assert_allclose(reloaded.encode(TEXTS), expected, atol=1e-6)
     np.testing.assert_allclose(Encoder(target, CPU).encode(TEXTS).embeddings, expected, atol=1e-6)
 

@@ -51,10 +51,10 @@ def count_encoded(monkeypatch):
     counter = {"texts": 0, "calls": 0}
     real_encode = Encoder.encode
 
-    def spy(self, texts, **kwargs):
+    def spy(self, texts, *args, **kwargs):
         counter["texts"] += len(texts)
         counter["calls"] += 1
-        return real_encode(self, texts, **kwargs)
+        return real_encode(self, texts, *args, **kwargs)
 
     monkeypatch.setattr(Encoder, "encode", spy)
     return counter
@@ -228,16 +228,28 @@ def test_cached_result_equals_fresh_result(tiny_model):
     assert embedder.transform(texts)[0, 0] != 123.0
 
 
-def test_cache_memory_is_bounded(tiny_model, count_encoded):
+def test_cache_memory_is_bounded_and_evicts_least_recently_used_blocks(
+    tiny_model, count_encoded
+):
     embedder = SentenceEmbedder(tiny_model, device="cpu").fit()
-    entry = 32 * 4 + 200  # vector + bookkeeping, plus the text itself
-    set_cache_limit(10 * (entry + 20))
-    embedder.transform(sentences(50))
+    texts = sentences(50)
+    embedder.transform(texts[:5])  # one block of five embeddings
+    block = cache_info()["nbytes"]
+    set_cache_limit(3 * block + block // 2)  # room for three such blocks
+    for start in range(0, 50, 5):
+        embedder.transform(texts[start : start + 5])
     info = cache_info()
-    assert 0 < info["entries"] <= 10
-    assert info["nbytes"] <= info["max_bytes"]
-    set_cache_limit(0)
+    assert 10 <= info["entries"] <= 15 and info["nbytes"] <= info["max_bytes"]
+    count_encoded["texts"] = 0
+    embedder.transform(texts[45:])  # the last block is still cached...
+    assert count_encoded["texts"] == 0
+    embedder.transform(texts[:5])  # ...the first was evicted
+    assert count_encoded["texts"] == 5
+    set_cache_limit(block // 2)  # a block larger than the whole bound is not kept
     assert cache_info()["entries"] == 0
+    embedder.transform(texts[:5])
+    assert cache_info()["entries"] == 0
+    set_cache_limit(0)
     count_encoded["texts"] = 0
     embedder.transform(["a cat"])
     embedder.transform(["a cat"])

@@ -18,6 +18,7 @@ fingerprint, device type, precision and every setting that changes an embedding:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,10 @@ from typing import Any
 import joblib
 import numpy as np
 
-from .encoder import Encoder
+from .encoder import Encoder, EncodeSettings
 
 __all__ = [
+    "CacheHits",
     "DiskEmbeddingStore",
     "EmbeddingCache",
     "cache_info",
@@ -52,9 +54,9 @@ __all__ = [
 
 DEFAULT_CACHE_BYTES = 1 << 30
 _CACHE_BYTES_VARIABLE = "SKEMBED_CACHE_BYTES"
-# Memory per entry beyond the vector data and the text (ndarray object, key and value tuples,
-# ordered-dict slot and link), measured with tracemalloc on CPython 3.11.
-_ENTRY_OVERHEAD = 300
+# Memory per entry beyond the vector data and the text (index slot, slot integer, the block's
+# list of texts), measured with tracemalloc on CPython 3.11: 60-80 bytes.
+_ENTRY_OVERHEAD = 72
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,52 @@ class CachedEncoding:
     truncated: np.ndarray
 
 
+@dataclass
+class _Block:
+    """Embeddings encoded together, kept as they came from the encoder."""
+
+    namespace: str
+    texts: list[str]
+    embeddings: np.ndarray
+    truncated: np.ndarray
+    nbytes: int
+
+
+# A cache slot packs the block number and the row inside the block into one integer.
+_ROW_BITS = 32
+
+
+class CacheHits:
+    """The rows an :class:`EmbeddingCache` holds for a list of texts.
+
+    Holds the blocks it points into, so eviction by another thread cannot take
+    rows from under it.
+    """
+
+    def __init__(self, slots: np.ndarray, blocks: dict[int, _Block]) -> None:
+        self.slots = slots
+        self.found = slots >= 0
+        self._blocks = blocks
+
+    def gather(self, embeddings: np.ndarray, truncated: np.ndarray) -> None:
+        """Write the found rows into ``embeddings`` and ``truncated`` (same order as the texts)."""
+        positions = np.flatnonzero(self.found)
+        slots = self.slots[positions]
+        block_ids = slots >> _ROW_BITS
+        rows = slots & ((1 << _ROW_BITS) - 1)
+        for block_id, block in self._blocks.items():
+            mine = block_ids == block_id
+            embeddings[positions[mine]] = block.embeddings[rows[mine]]
+            truncated[positions[mine]] = block.truncated[rows[mine]]
+
+
 class EmbeddingCache:
     """A thread-safe LRU cache of text embeddings, bounded in bytes.
+
+    Embeddings are kept in the blocks the encoder returned, with an index from
+    text to (block, row): a lookup costs one dictionary access per text, the
+    output is gathered with numpy indexing, and eviction drops the least
+    recently used block whole.
 
     Parameters
     ----------
@@ -75,51 +121,79 @@ class EmbeddingCache:
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self._entries: OrderedDict[tuple[str, str], tuple[np.ndarray, bool]] = OrderedDict()
+        self._index: dict[str, dict[str, int]] = {}
+        self._blocks: OrderedDict[int, _Block] = OrderedDict()
+        self._next_block = 0
         self._lock = threading.Lock()
         self.max_bytes = max_bytes
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
 
-    @staticmethod
-    def _size(text: str, vector: np.ndarray) -> int:
-        # getsizeof, not len: a text of CJK characters holds 2 or 4 bytes per character.
-        return vector.nbytes + sys.getsizeof(text) + _ENTRY_OVERHEAD
-
-    def get(self, namespace: str, texts: Sequence[str]) -> dict[str, tuple[np.ndarray, bool]]:
-        """Return the cached ``(vector, truncated)`` of those texts that are cached."""
-        found = {}
+    def lookup(self, namespace: str, texts: Sequence[str]) -> CacheHits:
+        """Find the cached rows of ``texts``; their blocks become the most recently used."""
         with self._lock:
-            for text in texts:
-                entry = self._entries.get((namespace, text))
-                if entry is not None:
-                    self._entries.move_to_end((namespace, text))
-                    found[text] = entry
-            self.hits += len(found)
-            self.misses += len(texts) - len(found)
-        return found
+            index = self._index.get(namespace)
+            if not index:
+                self.misses += len(texts)
+                return CacheHits(np.full(len(texts), -1, dtype=np.int64), {})
+            slots = np.fromiter(
+                map(index.get, texts, itertools.repeat(-1)), dtype=np.int64, count=len(texts)
+            )
+            used = np.unique(slots[slots >= 0] >> _ROW_BITS).tolist()
+            blocks = {}
+            for block_id in used:
+                self._blocks.move_to_end(block_id)
+                blocks[block_id] = self._blocks[block_id]
+            found = int((slots >= 0).sum())
+            self.hits += found
+            self.misses += len(texts) - found
+        return CacheHits(slots, blocks)
 
     def put(
         self, namespace: str, texts: Sequence[str], vectors: np.ndarray, truncated: np.ndarray
     ) -> None:
-        """Add entries, then drop the least recently used ones beyond ``max_bytes``."""
+        """Keep ``vectors`` as one block, then drop least recently used blocks beyond the bound.
+
+        The cache keeps a read-only float32 copy, so callers cannot alter what
+        others will read. A block larger than the whole bound is not kept.
+        """
+        texts = list(texts)
+        if not texts or len(texts) >= 1 << _ROW_BITS:
+            return
+        nbytes = (
+            len(texts) * (vectors.shape[1] * 4 + 1 + _ENTRY_OVERHEAD)
+            # getsizeof, not len: a text of CJK characters holds 2 or 4 bytes per character.
+            + sum(map(sys.getsizeof, texts))
+        )
+        if nbytes > self.max_bytes:
+            return
+        embeddings = np.array(vectors, dtype=np.float32)
+        embeddings.flags.writeable = False
+        flags = np.array(truncated, dtype=bool)
+        flags.flags.writeable = False
         with self._lock:
-            for text, vector, cut in zip(texts, vectors, truncated, strict=True):
-                key = (namespace, text)
-                if key in self._entries:
-                    continue
-                # A private read-only copy: callers cannot alter what others will read.
-                row = np.array(vector, dtype=np.float32)
-                row.flags.writeable = False
-                self._entries[key] = (row, bool(cut))
-                self.nbytes += self._size(text, row)
+            block_id = self._next_block
+            self._next_block += 1
+            base = block_id << _ROW_BITS
+            self._blocks[block_id] = _Block(namespace, texts, embeddings, flags, nbytes)
+            slots = range(base, base + len(texts))
+            self._index.setdefault(namespace, {}).update(zip(texts, slots, strict=True))
+            self.nbytes += nbytes
             self._evict()
 
     def _evict(self) -> None:
-        while self._entries and self.nbytes > self.max_bytes:
-            (_, text), (row, _) = self._entries.popitem(last=False)
-            self.nbytes -= self._size(text, row)
+        while self._blocks and self.nbytes > self.max_bytes:
+            block_id, block = self._blocks.popitem(last=False)
+            self.nbytes -= block.nbytes
+            index = self._index[block.namespace]
+            base = block_id << _ROW_BITS
+            for row, text in enumerate(block.texts):
+                # A later block may hold the same text: only this block's entries go.
+                if index.get(text) == base + row:
+                    del index[text]
+            if not index:
+                del self._index[block.namespace]
 
     def resize(self, max_bytes: int) -> None:
         """Set the bound, evicting at once if needed."""
@@ -132,11 +206,12 @@ class EmbeddingCache:
     def clear(self) -> None:
         """Drop every entry and reset the counters."""
         with self._lock:
-            self._entries.clear()
+            self._index.clear()
+            self._blocks.clear()
             self.nbytes = self.hits = self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(index) for index in self._index.values())
 
 
 _BYTE_UNITS = {
@@ -733,13 +808,21 @@ def open_store(memory: Any) -> DiskEmbeddingStore | None:
     )
 
 
-def namespace_for(encoder: Encoder, **settings: Any) -> str:
-    """Hash of everything that determines an embedding besides the text."""
+def namespace_for(encoder: Encoder, settings: EncodeSettings) -> str:
+    """Hash of everything that determines an embedding besides the text.
+
+    The model's content (fingerprint), where and in which precision it runs,
+    and every field of ``settings``: an option added to
+    :class:`~skembed.encoder.EncodeSettings` enters the key by itself.
+    """
+    if settings.max_seq_length is None:
+        # The default and the same limit given explicitly give the same embeddings.
+        settings = replace(settings, max_seq_length=encoder.default_max_seq_length)
     payload = {
         "model": encoder.fingerprint,
         "device": encoder.device.type,
         "dtype": str(encoder.dtype),
-        **settings,
+        "settings": asdict(settings),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -747,14 +830,16 @@ def namespace_for(encoder: Encoder, **settings: Any) -> str:
 def encode_cached(
     encoder: Encoder,
     texts: Sequence[str],
+    settings: EncodeSettings | None = None,
     *,
     store: DiskEmbeddingStore | None = None,
-    **encode_options: Any,
+    **run_options: Any,
 ) -> CachedEncoding:
     """Encode texts, each distinct text at most once, through the caches.
 
     Looks in the in-process cache, then in ``store``; encodes the rest with
-    ``encoder`` and records them in both.
+    ``encoder`` and records them in both. With the in-process cache off
+    (limit 0) it is not consulted at all.
 
     Parameters
     ----------
@@ -762,49 +847,65 @@ def encode_cached(
         The loaded model.
     texts : sequence of str
         The texts, duplicates allowed.
+    settings : EncodeSettings, optional
+        Options that change an embedding; all of them are part of the cache key.
     store : DiskEmbeddingStore, optional
         The persistent store, if any.
-    **encode_options
-        Keyword arguments of ``Encoder.encode``; those that change an
-        embedding (``max_seq_length``, ``prompt``, ``normalize_embeddings``)
-        are part of the cache key.
+    **run_options
+        ``batch_size``, ``max_batch_tokens``, ``show_progress_bar`` of
+        :meth:`Encoder.encode`: how the work runs, not what it computes.
 
     Returns
     -------
     CachedEncoding
         Rows in the order of ``texts``.
     """
-    namespace = namespace_for(
-        encoder,
-        max_seq_length=encode_options.get("max_seq_length") or encoder.default_max_seq_length,
-        prompt=encode_options.get("prompt"),
-        normalize=bool(encode_options.get("normalize_embeddings", False)),
-    )
+    settings = settings or EncodeSettings()
+    namespace = namespace_for(encoder, settings)
     unique = list(dict.fromkeys(texts))
+    inverse = None
+    if len(unique) != len(texts):
+        position = {text: i for i, text in enumerate(unique)}
+        inverse = np.fromiter(map(position.__getitem__, texts), dtype=np.int64, count=len(texts))
     cache = _process_cache()
-    found = cache.get(namespace, unique)
-    missing = [text for text in unique if text not in found]
+    caching = cache.max_bytes > 0
+    hits = cache.lookup(namespace, unique) if caching else None
+    # Positions in `unique` of the texts still to find, and those texts.
+    pending = np.arange(len(unique)) if hits is None else np.flatnonzero(~hits.found)
+    missing = unique if hits is None else [unique[i] for i in pending]
+    disk = None
     if missing and store is not None:
         from_disk = store.get(namespace, missing, encoder.embedding_dimension)
         if from_disk:
-            found.update(from_disk)
-            disk_texts = list(from_disk)
-            cache.put(
-                namespace,
-                disk_texts,
-                np.stack([from_disk[t][0] for t in disk_texts]),
-                np.array([from_disk[t][1] for t in disk_texts]),
+            on_disk = np.fromiter(map(from_disk.__contains__, missing), bool, len(missing))
+            disk_texts = [missing[i] for i in np.flatnonzero(on_disk)]
+            disk = (
+                pending[on_disk],
+                np.stack([from_disk[text][0] for text in disk_texts]),
+                np.array([from_disk[text][1] for text in disk_texts]),
             )
-            missing = [text for text in missing if text not in from_disk]
-    if missing:
-        result = encoder.encode(missing, **encode_options)
-        cache.put(namespace, missing, result.embeddings, result.truncated)
+            if caching:
+                cache.put(namespace, disk_texts, disk[1], disk[2])
+            pending, missing = pending[~on_disk], [missing[i] for i in np.flatnonzero(~on_disk)]
+    result = encoder.encode(missing, settings, **run_options) if missing else None
+    if result is not None:
+        if caching:
+            cache.put(namespace, missing, result.embeddings, result.truncated)
         if store is not None:
             store.put(namespace, missing, result.embeddings, result.truncated)
-        for text, vector, cut in zip(missing, result.embeddings, result.truncated, strict=True):
-            found[text] = (vector, bool(cut))
-    embeddings = np.empty((len(texts), encoder.embedding_dimension), dtype=np.float32)
-    truncated = np.zeros(len(texts), dtype=bool)
-    for row, text in enumerate(texts):
-        embeddings[row], truncated[row] = found[text]
+    if result is not None and len(missing) == len(unique):
+        # Nothing came from a cache: the encoder's output is already in order.
+        embeddings, truncated = result.embeddings, result.truncated
+    else:
+        embeddings = np.empty((len(unique), encoder.embedding_dimension), dtype=np.float32)
+        truncated = np.zeros(len(unique), dtype=bool)
+        if hits is not None:
+            hits.gather(embeddings, truncated)
+        encoded = None if result is None else (pending, result.embeddings, result.truncated)
+        for part in (disk, encoded):
+            if part is not None:
+                rows, vectors, cuts = part
+                embeddings[rows], truncated[rows] = vectors, cuts
+    if inverse is not None:
+        embeddings, truncated = embeddings[inverse], truncated[inverse]
     return CachedEncoding(embeddings, truncated)

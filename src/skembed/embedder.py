@@ -21,6 +21,7 @@ from .cache import DiskEmbeddingStore, encode_cached, open_store
 from .encoder import (
     Encoder,
     EncoderGroup,
+    EncodeSettings,
     folder_fingerprint,
     load_encoders,
     resolve_model_folder,
@@ -67,7 +68,7 @@ default=None
     max_batch_tokens : int, default=None
         Most padded tokens per forward pass (texts x longest text), so long
         texts make small batches and short texts large ones; ``None`` means
-        8192 on the CPU and 262144 on accelerators.
+        4096 on the CPU and 262144 on accelerators.
     max_seq_length : int, default=None
         Token limit per text; ``None`` means the model's. Longer texts are
         truncated, with a warning that counts them.
@@ -349,12 +350,14 @@ default=None
             [text if text is not None else "" for text in texts]
             if self.missing != "zero"
             else [texts[i] for i in present],
+            EncodeSettings(
+                max_seq_length=self.max_seq_length_,
+                prompt=self.prompt_,
+                normalize_embeddings=self.normalize_embeddings,
+            ),
             store=self._store(),
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
-            max_seq_length=self.max_seq_length_,
-            prompt=self.prompt_,
-            normalize_embeddings=self.normalize_embeddings,
             show_progress_bar=self.show_progress_bar,
         )
         n_truncated = int(result.truncated.sum())

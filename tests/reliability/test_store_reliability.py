@@ -61,9 +61,9 @@ def encoded(monkeypatch) -> list[str]:
     seen: list[str] = []
     real_encode = Encoder.encode
 
-    def spy(self, texts, **kwargs):
+    def spy(self, texts, *args, **kwargs):
         seen.extend(texts)
-        return real_encode(self, texts, **kwargs)
+        return real_encode(self, texts, *args, **kwargs)
 
     monkeypatch.setattr(Encoder, "encode", spy)
     return seen

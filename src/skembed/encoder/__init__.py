@@ -6,6 +6,7 @@ Nothing here knows scikit-learn; the estimators build on it.
 from ._encoder import (
     Encoder,
     EncodeResult,
+    EncodeSettings,
     folder_fingerprint,
     load_encoder,
     loaded_models,
@@ -18,6 +19,7 @@ from ._resolve import resolve_model_folder
 
 __all__ = [
     "EncodeResult",
+    "EncodeSettings",
     "Encoder",
     "EncoderGroup",
     "FolderSpec",

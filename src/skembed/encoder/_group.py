@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._encoder import Encoder, EncodeResult, load_encoder
+from ._encoder import Encoder, EncodeResult, EncodeSettings, load_encoder
 
 __all__ = ["EncoderGroup", "load_encoders"]
 
@@ -32,13 +32,15 @@ class EncoderGroup:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoders[0], name)
 
-    def encode(self, texts: list[str], **kwargs: Any) -> EncodeResult:
+    def encode(
+        self, texts: list[str], settings: EncodeSettings | None = None, **kwargs: Any
+    ) -> EncodeResult:
         """Encode texts across the devices; same arguments and result as :meth:`Encoder.encode`."""
         shards = _balanced_shards(texts, len(self.encoders))
         with ThreadPoolExecutor(max_workers=len(self.encoders)) as pool:
             results = list(
                 pool.map(
-                    lambda job: job[0].encode([texts[i] for i in job[1]], **kwargs),
+                    lambda job: job[0].encode([texts[i] for i in job[1]], settings, **kwargs),
                     zip(self.encoders, shards, strict=True),
                 )
             )

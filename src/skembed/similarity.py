@@ -4,11 +4,32 @@ The formulas are those of sentence-transformers' ``util`` module: cosine is the
 product of L2-normalised rows (a zero row scores 0), dot is the plain product,
 euclidean and manhattan are *negative* L2 and L1 distances, so that for every
 metric a larger value means "more similar".
+
+Every public function follows the same rules, enforced by one input check
+(:func:`_check_pair`) and one table of metrics (``_METRICS``):
+
+- input kinds: numpy arrays and array-likes, torch tensors, scipy sparse
+  matrices (``similarity`` only; ``pairwise_similarity`` densifies them); a 1-D
+  input is one embedding. If any input is a torch tensor the result is a torch
+  tensor on that tensor's device (the first one's if both are), otherwise numpy.
+- dtypes: float32 in gives float32 out, float64 gives float64; float16 and
+  bfloat16 are computed as float32, integers and booleans as float64.
+- refused with a ``ValueError`` naming the argument: non-numeric or complex
+  values, NaN or infinity, zero-dimensional or 3-D inputs, embeddings of
+  dimension 0, and embeddings whose dimensions differ.
+- range: for float32 inputs the result is finite, and equal to the float64
+  result rounded to float32 (up to float32 rounding), wherever that rounded
+  result is finite, whatever the magnitude of the values; where the true
+  result is beyond float32 (a dot product of two 1e30 vectors) it is ``inf``.
+  float64 inputs are computed in float64, with float64's range.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -22,6 +43,24 @@ __all__ = ["SimilarityFunction", "pairwise_similarity", "semantic_search", "simi
 # (64 MiB in float32), and under an eighth of the output for small outputs, so the
 # peak memory of similarity() stays close to the size of its result.
 _BLOCK_ELEMENTS = 1 << 24
+
+# Euclidean distances come from ||x||^2 + ||y||^2 - 2 x.y, whose rounding error is a
+# fraction (about 1e-7 in float32) of ||x||^2 + ||y||^2. Where the squared distance is
+# under this fraction of that sum the error would be a large part of it, so such
+# pairs are recomputed from their difference: every distance is then exact to about
+# 1e-6 relative, whatever the row count or block shape that produced it.
+_CLOSE_FRACTION = 0.25
+# Pairs of rows whose squared norms are both below this are recomputed too, since
+# squares of such values lose their precision in float32 (subnormal numbers).
+_TINY_SQUARES = 2.0**-100
+
+# Row norms outside [2**-50, 2**50] are recomputed from rows scaled to a maximum
+# absolute value of 1, as are zero rows: their squares can underflow or overflow.
+_NORM_RANGE = (2.0**-50, 2.0**50)
+
+# Largest magnitude that float32 sums of products may reach before the result is
+# computed in float64 instead (float32 overflows at 2**128).
+_FLOAT32_SAFE = 2.0**120
 
 
 class SimilarityFunction(str, Enum):
@@ -102,20 +141,26 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
         Embeddings to compare with. ``None`` compares ``X`` with itself.
     metric : str, SimilarityFunction or callable, default="cosine"
         ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"manhattan"``, or a
-        callable ``f(x_row, y_row) -> float`` evaluated on each pair of rows
-        (as in scikit-learn); callables work on numpy rows and return numpy.
+        callable ``f(x_row, y_row) -> float`` evaluated on each pair of numpy
+        rows (as in scikit-learn).
 
     Returns
     -------
     ndarray or torch.Tensor of shape (n_x, n_y)
-        A torch tensor (on the device of ``X``) for torch input, otherwise a
-        numpy array. float32 input gives float32 output. Inputs are treated as
-        data: no gradient flows through the result.
+        A torch tensor whenever ``X`` or ``Y`` is one (on the device of ``X``
+        if it is a tensor, else of ``Y``), including with a sparse partner or a
+        callable metric; otherwise a numpy array. float32 input gives float32
+        output, float64 gives float64. Inputs are treated as data: no gradient
+        flows through the result. For float32 inputs the result is finite
+        wherever the exact result rounded to float32 is, whatever the
+        magnitude of the values. An empty ``X`` or ``Y`` gives an empty result.
 
     Raises
     ------
     ValueError
-        If the metric is unknown or the embedding dimensions differ.
+        If the metric is unknown; an input is not numeric, holds NaN or
+        infinity, is 0-D or has more than 2 dimensions; the embeddings have
+        no values; or their dimensions differ.
 
     Examples
     --------
@@ -125,29 +170,28 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
     array([[1.    , 0.7071],
            [0.7071, 1.    ]])
     """
-    if Y is None:
-        Y = X
-    if callable(metric) and not isinstance(metric, str):
-        x, y = _as_numpy_2d(X, "X"), _as_numpy_2d(Y, "Y")
-        _check_dims(x, y)
-        return np.array([[metric(a, b) for b in y] for a in x], dtype=np.result_type(x, y))
-    name = SimilarityFunction(metric)
-    if sp.issparse(X) or sp.issparse(Y):
-        return _sparse_similarity(X, Y, name)
-    as_torch = isinstance(X, torch.Tensor) or isinstance(Y, torch.Tensor)
-    x, y = _as_tensor_2d(X, "X"), _as_tensor_2d(Y, "Y")
-    _check_dims(x, y)
-    x, y = _common_dtype(x, y)
-    out = torch.empty((x.shape[0], y.shape[0]), dtype=x.dtype, device=x.device)
-    if name is SimilarityFunction.COSINE:
-        x, y = _l2_normalize(x), _l2_normalize(y)
+    ops = _metric_ops(metric)
+    pair = _check_pair(X, Y, ("X", "Y"), sparse="keep")
+    n_x, n_y = pair.x.shape[0], pair.y.shape[0]
+    if n_x == 0 or n_y == 0:
+        return pair.wrap(torch.empty((n_x, n_y), dtype=pair.dtype))
+    if ops is None:
+        x, y = _numpy_rows(pair.x), _numpy_rows(pair.y)
+        scores = [[metric(a, b) for b in y] for a in x]  # type: ignore[operator]
+        return pair.wrap(np.array(scores, dtype=_numpy_dtype(pair.dtype)))
+    if pair.sparse:
+        scores = ops.sparse(_float64(pair.x), _float64(pair.y))
+        # Scores beyond float32 become inf, as they should: no warning for that.
+        with np.errstate(over="ignore"):
+            return pair.wrap(scores.astype(_numpy_dtype(pair.dtype), copy=False))
+    x, y = _prepare(ops, pair, pair.x, pair.y)
+    out = torch.empty((n_x, n_y), dtype=pair.dtype, device=x.device)
     block = min(_BLOCK_ELEMENTS, out.numel() // 8)
-    rows = max(1, block // max(1, y.shape[0]))
+    rows = max(1, block // n_y)
     with torch.no_grad():
-        for start in range(0, x.shape[0], rows):
-            block = out[start : start + rows]
-            _matrix_kernel(x[start : start + rows], y, name, block)
-    return out if as_torch else out.numpy()
+        for start in range(0, n_x, rows):
+            _matrix_kernel(x[start : start + rows], y, ops.name, out[start : start + rows])
+    return pair.wrap(out)
 
 
 def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
@@ -155,9 +199,9 @@ def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
 
     Parameters
     ----------
-    X : array-like, torch.Tensor or scipy sparse matrix of shape (n, d)
-        Embeddings.
-    Y : same kinds as X, of shape (n, d)
+    X : array-like, torch.Tensor or scipy sparse matrix of shape (n, d) or (d,)
+        Embeddings. Sparse input is densified.
+    Y : same kinds as X, of shape (n, d) or (d,)
         Embeddings, one per row of ``X``.
     metric : str, SimilarityFunction or callable, default="cosine"
         As in :func:`similarity`.
@@ -166,12 +210,14 @@ def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     -------
     ndarray or torch.Tensor of shape (n,)
         ``out[i] = similarity(X[i], Y[i])``. Two 1-D inputs give a 0-d result,
-        as in the reference library.
+        as in the reference library. Types, dtypes and range as in
+        :func:`similarity`.
 
     Raises
     ------
     ValueError
-        If the metric is unknown, or the shapes of ``X`` and ``Y`` differ.
+        As :func:`similarity`, and if ``X`` and ``Y`` have different numbers
+        of rows.
 
     Examples
     --------
@@ -180,34 +226,24 @@ def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     >>> pairwise_similarity(np.eye(2), np.ones((2, 2)), metric="dot")
     array([1., 1.])
     """
-    # The row-wise kernels are dense torch ops; an (n, d) dense copy is cheap next to them.
-    X = X.toarray() if sp.issparse(X) else X
-    Y = Y.toarray() if sp.issparse(Y) else Y
-    scalar = np.ndim(X) == 1 and np.ndim(Y) == 1
-    if callable(metric) and not isinstance(metric, str):
-        x, y = _as_numpy_2d(X, "X"), _as_numpy_2d(Y, "Y")
-        _check_same_shape(x, y)
-        out = np.array(
-            [metric(a, b) for a, b in zip(x, y, strict=True)], dtype=np.result_type(x, y)
+    ops = _metric_ops(metric)
+    pair = _check_pair(X, Y, ("X", "Y"), sparse="densify")
+    if pair.x.shape[0] != pair.y.shape[0]:
+        raise ValueError(
+            "pairwise_similarity compares row i of X with row i of Y, so both need the same "
+            f"number of rows; got {pair.x.shape[0]} and {pair.y.shape[0]}."
         )
-        return out[0] if scalar else out
-    name = SimilarityFunction(metric)
-    as_torch = isinstance(X, torch.Tensor) or isinstance(Y, torch.Tensor)
-    x, y = _as_tensor_2d(X, "X"), _as_tensor_2d(Y, "Y")
-    _check_same_shape(x, y)
-    x, y = _common_dtype(x, y)
-    with torch.no_grad():
-        if name is SimilarityFunction.COSINE:
-            out = (_l2_normalize(x) * _l2_normalize(y)).sum(dim=-1)
-        elif name is SimilarityFunction.DOT_PRODUCT:
-            out = (x * y).sum(dim=-1)
-        elif name is SimilarityFunction.EUCLIDEAN:
-            out = -torch.linalg.vector_norm(x - y, dim=-1)
-        else:
-            out = -(x - y).abs().sum(dim=-1)
-    if scalar:
+    if ops is None:
+        x, y = _numpy_rows(pair.x), _numpy_rows(pair.y)
+        scores = [metric(a, b) for a, b in zip(x, y, strict=True)]  # type: ignore[operator]
+        out: Any = np.array(scores, dtype=_numpy_dtype(pair.dtype)).reshape(len(x))
+    else:
+        x, y = _prepare(ops, pair, pair.x, pair.y)
+        with torch.no_grad():
+            out = ops.rowwise(x, y).to(pair.dtype)
+    if pair.one_d == (True, True):
         out = out[0]
-    return out if as_torch else out.numpy()
+    return pair.wrap(out)
 
 
 def semantic_search(
@@ -228,7 +264,7 @@ def semantic_search(
     ----------
     queries : array-like or torch.Tensor of shape (n_queries, d) or (d,)
         Query embeddings.
-    corpus : array-like or torch.Tensor of shape (n_corpus, d)
+    corpus : array-like or torch.Tensor of shape (n_corpus, d) or (d,)
         Corpus embeddings.
     top_k : int, default=10
         Number of best rows per query; at most ``n_corpus``.
@@ -240,15 +276,23 @@ def semantic_search(
     Returns
     -------
     scores : ndarray or torch.Tensor of shape (n_queries, top_k)
-        Best scores per query, in decreasing order.
+        Best scores per query, in decreasing order. ``scores[i, r]`` equals
+        ``similarity(queries[i], corpus[indices[i, r]], metric)`` up to float
+        rounding, whatever the block sizes.
     indices : ndarray or torch.Tensor of shape (n_queries, top_k), int64
-        Corpus rows of those scores.
+        Corpus rows of those scores. Of equal scores, the lower corpus row
+        comes first (and is kept when only some fit in ``top_k``), so the
+        result does not depend on ``max_block_bytes``.
+
+    Both are torch tensors (on the device of ``queries`` if it is a tensor,
+    else of ``corpus``) whenever an input is one, otherwise numpy arrays.
 
     Raises
     ------
     ValueError
         If ``top_k`` is not in ``[1, n_corpus]``, the block budget cannot hold
-        one score, or the dimensions differ.
+        ``top_k`` scores, an input is sparse, or for any reason
+        :func:`similarity` gives.
 
     Examples
     --------
@@ -259,14 +303,14 @@ def semantic_search(
     >>> indices
     array([[0, 2]])
     """
-    name = SimilarityFunction(metric)
-    as_torch = isinstance(queries, torch.Tensor) or isinstance(corpus, torch.Tensor)
-    q, c = _as_tensor_2d(queries, "queries"), _as_tensor_2d(corpus, "corpus")
-    _check_dims(q, c)
-    q, c = _common_dtype(q, c)
+    ops = _metric_ops(SimilarityFunction(metric))
+    assert ops is not None  # a SimilarityFunction always has a table entry
+    pair = _check_pair(queries, corpus, ("queries", "corpus"), sparse="refuse")
+    q, c = pair.x, pair.y
+    top_k = operator.index(top_k)
     if not 1 <= top_k <= c.shape[0]:
         raise ValueError(f"top_k={top_k} must be between 1 and the {c.shape[0]} corpus rows.")
-    budget = max_block_bytes // q.element_size()
+    budget = max_block_bytes // pair.dtype.itemsize
     if budget < top_k:
         raise ValueError(
             f"max_block_bytes={max_block_bytes} holds fewer than top_k={top_k} scores."
@@ -274,152 +318,540 @@ def semantic_search(
     # Query blocks as tall as the budget allows with corpus blocks of at least top_k rows.
     query_rows = max(1, min(q.shape[0], budget // max(top_k, min(c.shape[0], 4096))))
     corpus_rows = max(top_k, budget // query_rows)
-    scores = torch.empty((q.shape[0], top_k), dtype=q.dtype, device=q.device)
+    scores = torch.empty((q.shape[0], top_k), dtype=pair.dtype, device=q.device)
     indices = torch.empty((q.shape[0], top_k), dtype=torch.int64, device=q.device)
     with torch.no_grad():
         for qs in range(0, q.shape[0], query_rows):
-            q_block = q[qs : qs + query_rows]
-            if name is SimilarityFunction.COSINE:
-                q_block = _l2_normalize(q_block)
-            best_scores = best_indices = None
+            best: tuple[torch.Tensor, torch.Tensor] | None = None
             for cs in range(0, c.shape[0], corpus_rows):
-                c_block = c[cs : cs + corpus_rows]
-                if name is SimilarityFunction.COSINE:
-                    c_block = _l2_normalize(c_block)
-                block = torch.empty(
-                    (q_block.shape[0], c_block.shape[0]), dtype=q.dtype, device=q.device
+                q_block, c_block = _prepare(
+                    ops, pair, q[qs : qs + query_rows], c[cs : cs + corpus_rows]
                 )
-                _matrix_kernel(q_block, c_block, name, block)
-                k = min(top_k, block.shape[1])
-                block_scores, block_indices = torch.topk(block, k, dim=1)
-                block_indices += cs
-                if best_scores is not None:
-                    block_scores = torch.cat([best_scores, block_scores], dim=1)
-                    block_indices = torch.cat([best_indices, block_indices], dim=1)
-                    block_scores, order = torch.topk(block_scores, top_k, dim=1)
-                    block_indices = torch.gather(block_indices, 1, order)
-                best_scores, best_indices = block_scores, block_indices
-            scores[qs : qs + query_rows] = best_scores
-            indices[qs : qs + query_rows] = best_indices
-    if as_torch:
-        return scores, indices
-    return scores.numpy(), indices.numpy()
+                block = torch.empty(
+                    (q_block.shape[0], c_block.shape[0]), dtype=pair.dtype, device=q.device
+                )
+                _matrix_kernel(q_block, c_block, ops.name, block)
+                best = _merge_top_k(best, block, cs, top_k)
+            assert best is not None  # the corpus has at least top_k >= 1 rows
+            scores[qs : qs + query_rows], indices[qs : qs + query_rows] = best
+    return pair.wrap(scores), pair.wrap(indices)
+
+
+# --- the metrics -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _MetricOps:
+    """How one similarity function is computed on each kind of input."""
+
+    name: SimilarityFunction
+    # Writes the (len(x), len(y)) scores of two dense blocks into ``out``.
+    matrix: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+    # Scores of row i of x with row i of y.
+    rowwise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    # Dense scores of two float64 inputs, each scipy sparse or numpy.
+    sparse: Callable[[Any, Any], np.ndarray]
+    # Rows are scaled to unit length before ``matrix`` and ``rowwise``.
+    unit_rows: bool = False
+    # Whether float32 inputs with these peak magnitudes (max |value| of x, of y) and
+    # dimension are computed in float64, because float32 would overflow or lose the
+    # small values.
+    needs_float64: Callable[[float, float, int], bool] = lambda px, py, d: False
+
+
+def _product_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    if x.dtype == out.dtype:
+        torch.mm(x, y.T, out=out)
+    else:
+        out.copy_(x @ y.T)
+
+
+def _dot_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    _product_kernel(x, y, out)
+    if x.dtype == torch.float64:
+        # float32 inputs that could overflow arrive here as float64, which holds their
+        # products; genuine float64 inputs have no wider dtype, so a product whose terms
+        # overflowed (inf, or NaN where opposite infinities met) is recomputed.
+        _recompute_pairs(out, ~torch.isfinite(out), lambda i, j: _scaled_dots(x[i], y[j]))
+
+
+def _dot_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    dots = (x * y).sum(dim=1)
+    overflowed = ~torch.isfinite(dots)
+    if overflowed.any():
+        dots[overflowed] = _scaled_dots(x[overflowed], y[overflowed])
+    return dots
+
+
+def _scaled_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot products of rows ``a[k]`` and ``b[k]`` whose terms may exceed the dtype's range.
+
+    Each row is scaled by a power of two to a max absolute value near 1 (exactly, but
+    for values too small to matter), and the dot product scaled back: to inf where it
+    is beyond the dtype's range, never NaN.
+    """
+    # Exponents of tiny rows are capped so that the scale factor itself stays finite.
+    ea = torch.frexp(a.abs().amax(dim=1)).exponent.clamp_min_(-1000)
+    eb = torch.frexp(b.abs().amax(dim=1)).exponent.clamp_min_(-1000)
+    dots = (torch.ldexp(a, -ea[:, None]) * torch.ldexp(b, -eb[:, None])).sum(dim=1)
+    # 2**(ea + eb) itself can overflow where the result does not: applied in three
+    # steps of the same sign, none of which overflows or underflows unless the result does.
+    e = ea + eb
+    third = torch.div(e, 3, rounding_mode="floor")
+    for step in (third, third, e - 2 * third):
+        dots = torch.ldexp(dots, step)
+    return dots
+
+
+def _euclidean_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        return
+    # Distances do not change under a shift; centring on x's mean makes the norms, and
+    # with them the rounding error below, small next to the distances of typical data.
+    # (x's, not y's: semantic_search streams y in blocks, and one shift for all of a
+    # query's scores keeps copies of a corpus row exactly tied.)
+    center = x.mean(dim=0)
+    xc, yc = x - center, y - center
+    x_sq = torch.linalg.vector_norm(xc, dim=1).square_()
+    y_sq = torch.linalg.vector_norm(yc, dim=1).square_()
+    d2 = out if x.dtype == out.dtype else torch.empty(out.shape, dtype=x.dtype, device=x.device)
+    torch.addmm(y_sq, xc, yc.T, alpha=-2.0, out=d2)
+    d2.add_(x_sq[:, None])
+    _squares_to_distances(d2, x_sq, y_sq, lambda i, j: _row_norms(x[i] - y[j]))
+    if d2 is not out:
+        out.copy_(d2)
+    out.neg_()
+
+
+def _squares_to_distances(
+    d2: torch.Tensor,
+    x_sq: torch.Tensor,
+    y_sq: torch.Tensor,
+    exact: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    """Turn ``d2 = x_sq + y_sq - 2 x.y`` into distances, in place.
+
+    Pairs where that formula is unreliable get ``exact(i, j)``, the distances of the
+    row pairs ``(x[i], y[j])`` computed from their differences.
+    """
+    # Written as "not greater" so that a NaN (overflow) counts as close.
+    close = torch.gt(d2, torch.add(x_sq[:, None], y_sq).mul_(_CLOSE_FRACTION))
+    close.logical_not_()
+    # Squares near overflow (or overflowed) spoil every pair of their row, tiny squares
+    # (which lose precision) the pairs where both rows have them.
+    limit = torch.finfo(d2.dtype).max / 8
+    x_big, y_big = ~(x_sq <= limit), ~(y_sq <= limit)
+    if x_big.any() or y_big.any():
+        close |= x_big[:, None] | y_big
+    x_tiny, y_tiny = x_sq < _TINY_SQUARES, y_sq < _TINY_SQUARES
+    if x_tiny.any() and y_tiny.any():
+        close |= x_tiny[:, None] & y_tiny
+    # Negative squares (rounding) are all close pairs: their NaN roots are replaced.
+    d2.sqrt_()
+    _recompute_pairs(d2, close, exact)
+
+
+def _recompute_pairs(
+    scores: torch.Tensor,
+    redo: torch.Tensor,
+    exact: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    """Set ``scores[i, j] = exact(i, j)`` wherever ``redo[i, j]``, for index tensors i, j."""
+    # Scanned in row bands and computed in chunks of pairs so that even a block to
+    # redo entirely (many identical rows) needs temporaries no larger than the block.
+    band = max(1, _BLOCK_ELEMENTS // (16 * scores.shape[1]))
+    chunk = max(1, _BLOCK_ELEMENTS // 64)
+    for start in range(0, redo.shape[0], band):
+        rows, cols = redo[start : start + band].nonzero(as_tuple=True)
+        rows += start
+        for s in range(0, rows.shape[0], chunk):
+            i, j = rows[s : s + chunk], cols[s : s + chunk]
+            scores[i, j] = exact(i, j).to(scores.dtype)
+
+
+def _manhattan_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    # Sums of absolute values: no cancellation, and they overflow only where the
+    # distance itself is beyond the dtype's range.
+    out.copy_(torch.cdist(x, y, p=1.0)).neg_()
+
+
+def _sparse_euclidean(x: Any, y: Any) -> np.ndarray:
+    """Negative euclidean distances of float64 scipy sparse or numpy rows."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        x_sq, y_sq = torch.from_numpy(_squared_norms(x)), torch.from_numpy(_squared_norms(y))
+        d2 = torch.from_numpy(_dense_product(x, y)).mul_(-2.0)
+    d2.add_(x_sq[:, None]).add_(y_sq)
+
+    def exact(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        with np.errstate(over="ignore"):  # an overflowing difference: an inf distance
+            diff = _dense_rows(x, i.numpy()) - _dense_rows(y, j.numpy())
+        return _row_norms(torch.from_numpy(diff))
+
+    _squares_to_distances(d2, x_sq, y_sq, exact)
+    return d2.neg_().numpy()
+
+
+def _sparse_dot(x: Any, y: Any) -> np.ndarray:
+    """Dot products of float64 scipy sparse or numpy rows, repaired as in :func:`_dot_kernel`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        dots = torch.from_numpy(_dense_product(x, y))
+
+    def exact(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        a, b = _dense_rows(x, i.numpy()), _dense_rows(y, j.numpy())
+        return _scaled_dots(torch.from_numpy(a), torch.from_numpy(b))
+
+    _recompute_pairs(dots, ~torch.isfinite(dots), exact)
+    return dots.numpy()
+
+
+def _sparse_manhattan(x: Any, y: Any) -> np.ndarray:
+    """Negative manhattan distances of float64 scipy sparse or numpy rows."""
+    from sklearn.metrics import pairwise_distances
+
+    # scikit-learn's finiteness check sums the values, which may overflow: no warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.negative(pairwise_distances(x, y, metric="manhattan"))
+
+
+def _squared_norms(a: Any) -> np.ndarray:
+    squares = a.multiply(a) if sp.issparse(a) else a * a
+    return np.asarray(squares.sum(axis=1), dtype=np.float64).reshape(-1)
+
+
+def _dense_rows(a: Any, rows: np.ndarray) -> np.ndarray:
+    return a[rows].toarray() if sp.issparse(a) else a[rows]
+
+
+def _dense_product(x: Any, y: Any) -> np.ndarray:
+    product = x @ y.T
+    return product.toarray() if sp.issparse(product) else np.asarray(product)
+
+
+def _dot_needs_float64(peak_x: float, peak_y: float, dim: int) -> bool:
+    return dim * peak_x * peak_y > _FLOAT32_SAFE
+
+
+def _euclidean_needs_float64(peak_x: float, peak_y: float, dim: int) -> bool:
+    peak = max(peak_x, peak_y)
+    # Large: squared norms overflow. Small throughout: every pair would fall to the
+    # exact (slow) recomputation, while float64 squares them without loss.
+    return 4 * dim * peak * peak > _FLOAT32_SAFE or peak * peak < _TINY_SQUARES
+
+
+_METRICS: dict[SimilarityFunction, _MetricOps] = {
+    SimilarityFunction.COSINE: _MetricOps(
+        name=SimilarityFunction.COSINE,
+        matrix=_product_kernel,
+        rowwise=lambda x, y: (x * y).sum(dim=1),
+        sparse=lambda x, y: _dense_product(_unit_rows_scipy(x), _unit_rows_scipy(y)),
+        unit_rows=True,
+    ),
+    SimilarityFunction.DOT_PRODUCT: _MetricOps(
+        name=SimilarityFunction.DOT_PRODUCT,
+        matrix=_dot_kernel,
+        rowwise=_dot_rows,
+        sparse=_sparse_dot,
+        needs_float64=_dot_needs_float64,
+    ),
+    SimilarityFunction.EUCLIDEAN: _MetricOps(
+        name=SimilarityFunction.EUCLIDEAN,
+        matrix=_euclidean_kernel,
+        rowwise=lambda x, y: _row_norms(x - y).neg_(),
+        sparse=_sparse_euclidean,
+        needs_float64=_euclidean_needs_float64,
+    ),
+    SimilarityFunction.MANHATTAN: _MetricOps(
+        name=SimilarityFunction.MANHATTAN,
+        matrix=_manhattan_kernel,
+        rowwise=lambda x, y: (x - y).abs_().sum(dim=1).neg_(),
+        sparse=_sparse_manhattan,
+    ),
+}
+
+
+def _metric_ops(metric: Any) -> _MetricOps | None:
+    """The table entry of a metric name or member; None for a callable metric."""
+    if callable(metric) and not isinstance(metric, str):
+        return None
+    return _METRICS[SimilarityFunction(metric)]
 
 
 def _matrix_kernel(
     x: torch.Tensor, y: torch.Tensor, name: SimilarityFunction, out: torch.Tensor
 ) -> None:
-    """Write the (len(x), len(y)) similarity block of ``x`` against ``y`` into ``out``."""
-    if name in (SimilarityFunction.COSINE, SimilarityFunction.DOT_PRODUCT):
-        torch.mm(x, y.T, out=out)
-        return
-    p = 2.0 if name is SimilarityFunction.EUCLIDEAN else 1.0
-    # torch.cdist is the reference's kernel: same algorithm, same rounding.
-    out.copy_(torch.cdist(x, y, p=p)).neg_()
+    """Write the (len(x), len(y)) similarity block of prepared ``x`` against ``y`` into ``out``."""
+    _METRICS[name].matrix(x, y, out)
 
 
-def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    # Same eps as torch.nn.functional.normalize, which the reference uses:
-    # a zero row stays zero and so scores 0 under cosine.
-    return torch.nn.functional.normalize(x, p=2.0, dim=-1)
+def _prepare(
+    ops: _MetricOps, pair: _Pair, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows as the metric's kernels take them: unit rows, or float64 where float32 fails."""
+    if ops.unit_rows:
+        unit_x = _unit_rows(x)
+        return unit_x, unit_x if y is x else _unit_rows(y)
+    if pair.dtype == torch.float32 and ops.needs_float64(*pair.peaks, x.shape[1]):
+        return x.double(), y.double()
+    return x, y
 
 
-def _sparse_similarity(X: Any, Y: Any, name: SimilarityFunction) -> np.ndarray:
-    from sklearn.metrics import pairwise_distances
+# --- robust row norms ----------------------------------------------------------------------
+
+
+def _odd_rows(norms: torch.Tensor) -> torch.Tensor:
+    """Rows whose plainly computed norm may be wrong: zero, tiny, huge or overflowed."""
+    low, high = _NORM_RANGE
+    return ~((norms >= low) & (norms <= high))
+
+
+def _peak_scaled(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` divided by their max absolute value (zero rows stay zero), and that value."""
+    peak = rows.abs().amax(dim=1, keepdim=True)
+    return rows / torch.where(peak > 0, peak, 1.0), peak
+
+
+def _row_norms(v: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each row, without overflow or underflow in the squares."""
+    norms = torch.linalg.vector_norm(v, dim=1)
+    odd = _odd_rows(norms)
+    if odd.any():
+        scaled, peak = _peak_scaled(v[odd])
+        peak = peak[:, 0]
+        # A difference of finite values can overflow to inf: that distance is inf.
+        norms[odd] = torch.where(peak.isinf(), peak, peak * torch.linalg.vector_norm(scaled, dim=1))
+    return norms
+
+
+def _unit_rows(v: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm; zero rows stay zero, so they score 0 under cosine."""
+    norms = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    unit = v / norms
+    odd = _odd_rows(norms[:, 0])
+    if odd.any():
+        # Normalised in the scaled space: a norm of subnormal values has too few bits.
+        scaled, _ = _peak_scaled(v[odd])
+        unit[odd] = scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(1.0)
+    return unit
+
+
+def _unit_rows_scipy(a: Any) -> Any:
+    """:func:`_unit_rows` for float64 scipy sparse or numpy rows."""
     from sklearn.preprocessing import normalize
 
-    x = _as_sparse_or_dense_2d(X, "X")
-    y = _as_sparse_or_dense_2d(Y, "Y")
-    _check_dims(x, y)
-    dtype = np.result_type(x.dtype, y.dtype)
-    if name is SimilarityFunction.COSINE:
-        x, y = normalize(x), normalize(y)
-    if name in (SimilarityFunction.COSINE, SimilarityFunction.DOT_PRODUCT):
-        product = x @ y.T
-        return (product.toarray() if sp.issparse(product) else np.asarray(product)).astype(
-            dtype, copy=False
-        )
-    distances = pairwise_distances(x, y, metric=name.value)
-    return np.negative(distances, out=distances).astype(dtype, copy=False)
-
-
-def _float_dtype(dtype: np.dtype) -> np.dtype:
-    """float32 and float64 are kept, smaller floats become float32, the rest float64."""
-    if dtype in (np.float32, np.float64):
-        return dtype
-    if np.issubdtype(dtype, np.floating):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
-
-
-def _as_numpy_2d(a: Any, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = (
-            a.detach().float().cpu().numpy()
-            if a.dtype == torch.bfloat16
-            else a.detach().cpu().numpy()
-        )
-    elif sp.issparse(a):
-        a = a.toarray()
-    arr = np.asarray(a)
-    arr = arr.astype(_float_dtype(arr.dtype), copy=False)
-    return _promote_2d(arr, name)
-
-
-def _as_sparse_or_dense_2d(a: Any, name: str) -> Any:
     if sp.issparse(a):
-        return a.astype(_float_dtype(a.dtype), copy=False).tocsr()
-    return _as_numpy_2d(a, name)
-
-
-def _as_tensor_2d(a: Any, name: str) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        t = a
-        if not t.is_floating_point():
-            t = t.double()
-        elif t.dtype in (torch.float16, torch.bfloat16):
-            # Matrix products in half precision round scores onto a coarse grid.
-            t = t.float()
+        a = sp.csr_array(a, copy=True)
+        peak = abs(a).max(axis=1).toarray().reshape(-1)
+        a.data /= np.repeat(np.where(peak > 0, peak, 1.0), np.diff(a.indptr))
     else:
-        arr = np.asarray(a)
-        # Checked before ascontiguousarray, which turns a 0-d array into shape (1,).
-        _promote_2d(arr, name)
-        if arr.dtype == object:
-            raise ValueError(f"{name} must be a numeric array of embeddings, got dtype object.")
-        # A read-only or non-contiguous array cannot be viewed by torch without a copy.
-        arr = np.ascontiguousarray(arr.astype(_float_dtype(arr.dtype), copy=False))
-        t = torch.from_numpy(arr) if arr.flags.writeable else torch.tensor(arr)
-    return _promote_2d(t, name)
+        peak = np.abs(a).max(axis=1, keepdims=True)
+        a = a / np.where(peak > 0, peak, 1.0)
+    return normalize(a)
 
 
-def _common_dtype(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move ``y`` to the device of ``x``, and both to their promoted dtype."""
-    dtype = torch.promote_types(x.dtype, y.dtype)
-    return x.to(dtype=dtype), y.to(device=x.device, dtype=dtype)
+# --- top-k ---------------------------------------------------------------------------------
 
 
-def _promote_2d(a: Any, name: str) -> Any:
-    if a.ndim == 1:
-        return a[None, :]
-    if a.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 1-D embedding or a 2-D array of embeddings, got {a.ndim} dimensions "
-            f"(shape {tuple(a.shape)})."
-        )
-    return a
+def _merge_top_k(
+    best: tuple[torch.Tensor, torch.Tensor] | None, block: torch.Tensor, offset: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best ``k`` of the running ``best`` and a block of later corpus rows starting at ``offset``.
+
+    Rows are ordered by decreasing score, equal scores by increasing corpus row, and
+    of equal scores at the cut the lower rows are kept.
+    """
+    k_block = min(k, block.shape[1])
+    # One score past the cut shows whether equal scores straddle it: topk leaves
+    # unspecified which of them it keeps, so those rows are decided by a stable sort.
+    scores, cols = torch.topk(block, min(k_block + 1, block.shape[1]), dim=1)
+    if scores.shape[1] > k_block:
+        undecided = scores[:, k_block] == scores[:, k_block - 1]
+        scores, cols = scores[:, :k_block], cols[:, :k_block]
+        if undecided.any():
+            rows = undecided.nonzero()[:, 0]
+            ranked = torch.sort(block[rows], dim=1, descending=True, stable=True)
+            scores[rows], cols[rows] = ranked.values[:, :k_block], ranked.indices[:, :k_block]
+    cols, order = torch.sort(cols, dim=1)
+    scores = scores.gather(1, order)
+    cols += offset
+    if best is not None:
+        # The running best comes first: its rows are lower than the block's.
+        scores, cols = torch.cat([best[0], scores], dim=1), torch.cat([best[1], cols], dim=1)
+    scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    return scores[:, :k], cols.gather(1, order[:, :k])
 
 
-def _check_dims(x: Any, y: Any) -> None:
+# --- input checks --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """Two checked inputs, and how to hand results back.
+
+    ``x`` and ``y`` are 2-D: torch tensors on one device with dtype ``dtype``, or, when
+    ``sparse`` is set, each a scipy CSR array or a numpy array of its own float dtype.
+    """
+
+    x: Any
+    y: Any
+    one_d: tuple[bool, bool]
+    # Max absolute value of x and of y (0 for empty inputs).
+    peaks: tuple[float, float]
+    dtype: torch.dtype
+    # Device of the first torch input; None if neither input is a tensor (numpy out).
+    device: torch.device | None
+    sparse: bool
+
+    def wrap(self, result: torch.Tensor | np.ndarray) -> Any:
+        """``result`` as the caller's kind: a tensor on ``device``, else a numpy array."""
+        if self.device is None:
+            return result.cpu().numpy() if isinstance(result, torch.Tensor) else result
+        if not isinstance(result, torch.Tensor):  # an array or a numpy scalar
+            result = torch.from_numpy(np.asarray(result))
+        return result.to(self.device)
+
+
+def _check_pair(X: Any, Y: Any, names: tuple[str, str], *, sparse: str) -> _Pair:
+    """Check two embedding inputs the same way for every public function.
+
+    ``Y=None`` means ``X`` itself. ``sparse`` says what becomes of scipy sparse input:
+    ``"keep"`` (the pair is then computed with scipy), ``"densify"`` or ``"refuse"``.
+    """
+    x, x_1d, peak_x = _check_embeddings(X, names[0], sparse)
+    y, y_1d, peak_y = (x, x_1d, peak_x) if Y is None else _check_embeddings(Y, names[1], sparse)
     if x.shape[1] != y.shape[1]:
         raise ValueError(
-            f"Embedding dimensions differ: X has {x.shape[1]} values per row, Y has {y.shape[1]}."
+            f"Embedding dimensions differ: {names[0]} has {x.shape[1]} values per row, "
+            f"{names[1]} has {y.shape[1]}."
         )
+    tensors = [a for a in (X, Y) if isinstance(a, torch.Tensor)]
+    device = tensors[0].device if tensors else None
+    dtype = torch.promote_types(_torch_dtype(x.dtype), _torch_dtype(y.dtype))
+    is_sparse = sp.issparse(x) or sp.issparse(y)
+    if is_sparse:
+        x, y = (a if sp.issparse(a) else _numpy_rows(a) for a in (x, y))
+    else:
+        x = x.to(device=x.device if device is None else device, dtype=dtype)
+        y = y.to(device=x.device, dtype=dtype)
+    return _Pair(x, y, (x_1d, y_1d), (peak_x, peak_y), dtype, device, is_sparse)
 
 
-def _check_same_shape(x: Any, y: Any) -> None:
-    _check_dims(x, y)
-    if x.shape[0] != y.shape[0]:
+def _check_embeddings(a: Any, name: str, sparse: str) -> tuple[Any, bool, float]:
+    """One input as a 2-D float tensor (or scipy CSR array), whether it was 1-D, its peak."""
+    if isinstance(a, torch.Tensor):
+        values = _float_tensor(a, name)
+    elif sp.issparse(a):
+        if sparse == "refuse":
+            raise ValueError(
+                f"{name} is a scipy sparse matrix; this function takes dense embeddings "
+                "(use .toarray(), or similarity(), which accepts sparse input)."
+            )
+        values = _float_sparse(a, name)
+    else:
+        values = _float_tensor(torch.from_numpy(_float_array(a, name)), name)
+    shape = tuple(values.shape)
+    if len(shape) not in (1, 2):
         raise ValueError(
-            "pairwise_similarity compares row i of X with row i of Y, so both need the same "
-            f"number of rows; got {x.shape[0]} and {y.shape[0]}."
+            f"{name} must be one embedding of shape (d,) or embeddings of shape (n, d); got "
+            f"{len(shape)} dimensions (shape {shape})."
         )
+    if shape[-1] == 0:
+        raise ValueError(
+            f"{name} holds embeddings of dimension 0 (shape {shape}); an embedding needs at "
+            "least one value."
+        )
+    one_d = len(shape) == 1
+    if one_d:
+        values = values.reshape(1, -1)
+    if sp.issparse(values):
+        values = sp.csr_array(values)
+        if sparse == "densify":
+            values = torch.from_numpy(values.toarray())
+    peak = _peak(values)
+    if not math.isfinite(peak):
+        raise ValueError(
+            f"{name} contains NaN or infinity; similarity needs finite embedding values."
+        )
+    return values, one_d, peak
+
+
+def _float_tensor(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.layout != torch.strided:
+        raise ValueError(
+            f"{name} is a sparse torch tensor ({t.layout}); pass a dense tensor "
+            "(.to_dense()) or a scipy sparse matrix."
+        )
+    if t.is_complex():
+        raise ValueError(f"{name} has complex dtype {t.dtype}; embeddings are real numbers.")
+    t = t.detach()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        # Matrix products in half precision round scores onto a coarse grid.
+        return t.float()
+    return t if t.is_floating_point() else t.double()
+
+
+def _float_sparse(a: Any, name: str) -> Any:
+    if a.dtype.kind not in "fiub":
+        raise ValueError(f"{name} is a sparse matrix of dtype {a.dtype}; expected real numbers.")
+    return a.astype(_numpy_dtype(_torch_dtype(a.dtype)), copy=False)
+
+
+def _float_array(a: Any, name: str) -> np.ndarray:
+    """Any other input as a contiguous numpy float32 or float64 array."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:  # ragged nesting, unconvertible objects
+        raise ValueError(f"{name} is not an array of numbers: {exc}") from exc
+    kind = arr.dtype.kind
+    if kind in "US":
+        raise ValueError(
+            f"{name} holds strings (dtype {arr.dtype}); similarity compares embeddings: encode "
+            "texts first, e.g. with SentenceEmbedder.transform."
+        )
+    if kind == "c":
+        raise ValueError(f"{name} has complex dtype {arr.dtype}; embeddings are real numbers.")
+    if kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{name} is not an array of numbers: {exc}") from exc
+    elif kind not in "fiub":
+        raise ValueError(f"{name} has dtype {arr.dtype}; expected real numbers.")
+    arr = arr.astype(_numpy_dtype(_torch_dtype(arr.dtype)), copy=False)
+    # torch cannot view a read-only or non-contiguous array without a copy (made here
+    # rather than with ascontiguousarray, which turns a 0-d array into shape (1,)).
+    return arr if arr.flags.c_contiguous and arr.flags.writeable else arr.copy(order="C")
+
+
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    """float64 stays float64, other floats compute as float32, integers and bools as float64."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return torch.float32
+    return torch.float64
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return np.dtype(np.float32 if dtype == torch.float32 else np.float64)
+
+
+def _peak(values: Any) -> float:
+    """Max absolute value; NaN if any value is NaN (inf if one is infinite)."""
+    data = values.data if sp.issparse(values) else values
+    if data.shape[0] == 0 or math.prod(data.shape) == 0:
+        return 0.0
+    if isinstance(data, torch.Tensor):
+        low, high = torch.aminmax(data)
+        return max(-float(low), float(high)) if not torch.isnan(low) else math.nan
+    return float(np.max(np.abs(data)))
+
+
+def _numpy_rows(a: Any) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.cpu().numpy()
+    return a.toarray() if sp.issparse(a) else a
+
+
+def _float64(a: Any) -> Any:
+    return a.astype(np.float64, copy=False)

@@ -2,7 +2,7 @@
 
 Runs, in one process, on the first 900 STSb train pairs (label: score >= 3):
 1. one plain ``fit_transform`` over the unique sentences of those pairs (cold cache);
-2. ``GridSearchCV(Pipeline([PairSimilarity, LogisticRegression]))`` over the four metrics,
+2. ``GridSearchCV(Pipeline([PairedSimilarity, LogisticRegression]))`` over the four metrics,
    cv=3, n_jobs=None, starting from a cold cache;
 and prints both times and their ratio (median of --repeats runs).
 
@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
-from skembed import PairSimilarity, SentenceEmbedder
+from skembed import PairedSimilarity, SentenceEmbedder
 from skembed.cache import clear_cache
 from skembed.datasets import load_stsb
 
@@ -51,7 +51,7 @@ def main() -> None:
         search = GridSearchCV(
             Pipeline(
                 [
-                    ("sim", PairSimilarity(SentenceEmbedder(args.model, device="cpu"))),
+                    ("sim", PairedSimilarity(SentenceEmbedder(args.model, device="cpu"))),
                     ("clf", LogisticRegression()),
                 ]
             ),

@@ -17,7 +17,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skembed import SentenceEmbedder, SimilarityFunction, pairwise_similarity, similarity
+from skembed import SentenceEmbedder, SimilarityFunction, paired_similarity, similarity
 from skembed.encoder import load_encoder
 
 TEXTS = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
@@ -140,7 +140,7 @@ def test_similarity_methods_accept_texts_and_embeddings(embedder):
     )
     np.testing.assert_allclose(
         embedder.similarity_pairwise(TEXTS, TEXTS[::-1]),
-        pairwise_similarity(embedding, embedding[::-1], "manhattan"),
+        paired_similarity(embedding, embedding[::-1], "manhattan"),
     )
     tensor = torch.from_numpy(embedding)
     assert isinstance(embedder.similarity(tensor), torch.Tensor)
@@ -154,7 +154,7 @@ def test_score_is_spearman_of_pair_similarity(embedder):
     for metric in METRICS:
         embedder.set_params(similarity_fn_name=metric)
         a, b = embedder.transform(pairs["a"]), embedder.transform(pairs["b"])
-        expected = spearmanr(pairwise_similarity(a, b, metric), gold).statistic
+        expected = spearmanr(paired_similarity(a, b, metric), gold).statistic
         assert embedder.score(pairs, gold) == pytest.approx(expected)
     with pytest.raises(ValueError, match="4 pairs but y has 3"):
         embedder.score(pairs, gold[:3])

@@ -20,7 +20,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skembed import PairSimilarity, SentenceEmbedder
+from skembed import PairedSimilarity, SentenceEmbedder
 from skembed.cache import clear_cache
 
 NUMERIC = (
@@ -79,14 +79,14 @@ EXPECTED_FAILED_CHECKS = {
 def expected_failed_checks(estimator) -> dict[str, str]:
     failed = dict(EXPECTED_FAILED_CHECKS)
     if isinstance(estimator, SentenceEmbedder):
-        # A 1-D numeric array is refused for being numbers; PairSimilarity refuses it for
+        # A 1-D numeric array is refused for being numbers; PairedSimilarity refuses it for
         # having one column, which is the error the check wants.
         failed["check_fit1d"] = NUMERIC
     return failed
 
 
 @parametrize_with_checks(
-    [SentenceEmbedder(device="cpu"), PairSimilarity(SentenceEmbedder(device="cpu"))],
+    [SentenceEmbedder(device="cpu"), PairedSimilarity(SentenceEmbedder(device="cpu"))],
     expected_failed_checks=expected_failed_checks,
 )
 def test_sklearn_estimator_checks(estimator, check):
@@ -110,7 +110,7 @@ def case(request, tiny_model):
     embedder = SentenceEmbedder(tiny_model, device="cpu")
     if request.param == "embedder":
         return embedder, TEXTS
-    return PairSimilarity(embedder), PAIRS
+    return PairedSimilarity(embedder), PAIRS
 
 
 def test_text_fit_returns_self_and_keeps_params(case):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.model_selection import GridSearchCV
 
-from skembed import SentenceEmbedder, SimilarityFunction, pairwise_similarity, similarity
+from skembed import SentenceEmbedder, SimilarityFunction, paired_similarity, similarity
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def test_similarity_matches_reference_util(dev_embeddings, metric):
     rows = ReferenceFunction.to_similarity_pairwise_fn(metric)(
         torch.from_numpy(a), torch.from_numpy(b)
     )
-    assert np.abs(pairwise_similarity(a, b, metric) - rows.numpy()).max() <= 1e-4
+    assert np.abs(paired_similarity(a, b, metric) - rows.numpy()).max() <= 1e-4
 
 
 @pytest.mark.parametrize(("split", "published"), [("test", 82.03), ("dev", 86.72)])
@@ -157,13 +157,13 @@ def test_paraphrase_grid_search_on_stsb_train(real_model, stsb_train):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from skembed import PairSimilarity
+    from skembed import PairedSimilarity
 
     train = stsb_train.head(900)
     search = GridSearchCV(
         Pipeline(
             [
-                ("sim", PairSimilarity(SentenceEmbedder(real_model, device="cpu"))),
+                ("sim", PairedSimilarity(SentenceEmbedder(real_model, device="cpu"))),
                 ("clf", LogisticRegression()),
             ]
         ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
@@ -16,11 +15,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.spatial.distance import cdist
 from sklearn.metrics.pairwise import cosine_similarity
 
-from skembed import SimilarityFunction, pairwise_similarity, similarity
-
-# ``skembed.similarity`` is the function re-exported by the package, which shadows the
-# submodule as an attribute; the module object itself lives in sys.modules.
-sim_module = importlib.import_module("skembed.similarity")
+import skembed._similarity as sim_module
+from skembed import SimilarityFunction, paired_similarity, similarity
 
 METRICS = ["cosine", "dot", "euclidean", "manhattan"]
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -146,7 +142,7 @@ def test_metric_accepts_members_and_aliases(metric):
     y = _rng(1).standard_normal((5, 3))
     assert_allclose(similarity(x, y, metric=metric), x @ y.T, rtol=1e-12, atol=1e-12)
     assert_allclose(
-        pairwise_similarity(x, y[:4], metric=metric), (x * y[:4]).sum(1), rtol=1e-12, atol=1e-12
+        paired_similarity(x, y[:4], metric=metric), (x * y[:4]).sum(1), rtol=1e-12, atol=1e-12
     )
 
 
@@ -203,7 +199,7 @@ def test_pairwise_similarity_matches_sentence_transformers(metric, n, d):
     reference = getattr(util, PAIRWISE_REFERENCE[metric])
     expected = reference(torch.from_numpy(x), torch.from_numpy(y)).numpy()
 
-    got = pairwise_similarity(x, y, metric=metric)
+    got = paired_similarity(x, y, metric=metric)
     assert isinstance(got, np.ndarray)
     assert got.dtype == np.float32
     assert got.shape == (n,)
@@ -211,7 +207,7 @@ def test_pairwise_similarity_matches_sentence_transformers(metric, n, d):
 
     # Two 1-D inputs: a 0-d result, as in the reference.
     expected_scalar = reference(torch.from_numpy(x[-1]), torch.from_numpy(y[-1])).numpy()
-    got_scalar = pairwise_similarity(x[-1], y[-1], metric=metric)
+    got_scalar = paired_similarity(x[-1], y[-1], metric=metric)
     assert np.shape(got_scalar) == np.shape(expected_scalar) == ()
     assert_allclose(got_scalar, expected_scalar, rtol=1e-5, atol=1e-5)
 
@@ -299,7 +295,7 @@ def test_property_dot_matches_matmul(pair):
 @given(data=st.data())
 def test_property_pairwise_is_diagonal_of_similarity(metric, dtype, data):
     x, y = data.draw(matrix_pairs(dtype, same_rows=True))
-    pairwise = pairwise_similarity(x, y, metric=metric)
+    pairwise = paired_similarity(x, y, metric=metric)
     assert pairwise.shape == (len(x),)
     assert pairwise.dtype == dtype
     assert_allclose(pairwise, np.diag(similarity(x, y, metric=metric)), **_tol(dtype))
@@ -316,7 +312,7 @@ def test_property_dtype_preserved(metric, dtype, data):
     assert s.dtype == dtype
     assert s.shape == (len(x), len(y))
     assert similarity(x, metric=metric).dtype == dtype
-    p = pairwise_similarity(x, y, metric=metric)
+    p = paired_similarity(x, y, metric=metric)
     assert isinstance(p, np.ndarray)
     assert p.dtype == dtype
 
@@ -328,13 +324,8 @@ def test_property_blocking_matches_unblocked(metric, x, block):
     y = x[::-1] * 0.5 + 1.0
     unblocked = similarity(x, y, metric=metric)
     unblocked_self = similarity(x, metric=metric)
-    original = sim_module._BLOCK_ELEMENTS
-    sim_module._BLOCK_ELEMENTS = block
-    try:
-        blocked = similarity(x, y, metric=metric)
-        blocked_self = similarity(x, metric=metric)
-    finally:
-        sim_module._BLOCK_ELEMENTS = original
+    blocked = similarity(x, y, metric=metric, max_block_bytes=8 * block)
+    blocked_self = similarity(x, metric=metric, max_block_bytes=8 * block)
     assert_allclose(blocked, unblocked, rtol=1e-12, atol=1e-12)
     assert_allclose(blocked_self, unblocked_self, rtol=1e-12, atol=1e-12)
 
@@ -358,7 +349,7 @@ def test_zero_row_scores_zero_under_cosine(dtype):
     assert self_sim[0, 0] == 0.0
     assert_allclose(self_sim[1, 1], 1.0, rtol=1e-6)
 
-    p = pairwise_similarity(x, y, metric="cosine")
+    p = paired_similarity(x, y, metric="cosine")
     assert not np.isnan(p).any()
     assert_array_equal(p, [0.0, 0.0])
 
@@ -366,7 +357,7 @@ def test_zero_row_scores_zero_under_cosine(dtype):
     assert not torch.isnan(t).any()
     assert_array_equal(t.numpy(), s)
 
-    assert pairwise_similarity(np.zeros(3), np.zeros(3), metric="cosine") == 0.0
+    assert paired_similarity(np.zeros(3), np.zeros(3), metric="cosine") == 0.0
 
 
 # --------------------------------------------------------------------------------------
@@ -387,12 +378,12 @@ def test_torch_in_torch_out(metric, dtype):
     assert s.shape == (4, 3)
     assert_allclose(s.numpy(), similarity(x.numpy(), y.numpy(), metric=metric), rtol=1e-6)
 
-    p = pairwise_similarity(x, y[[0, 1, 2, 0]], metric=metric)
+    p = paired_similarity(x, y[[0, 1, 2, 0]], metric=metric)
     assert isinstance(p, torch.Tensor)
     assert p.dtype == dtype
     assert p.shape == (4,)
 
-    scalar = pairwise_similarity(x[0], y[0], metric=metric)
+    scalar = paired_similarity(x[0], y[0], metric=metric)
     assert isinstance(scalar, torch.Tensor)
     assert scalar.shape == ()
 
@@ -403,7 +394,7 @@ def test_torch_result_carries_no_gradient(metric):
     y = torch.randn(3, 4, requires_grad=True)
     assert not similarity(x, y, metric=metric).requires_grad
     assert not similarity(x, metric=metric).requires_grad
-    assert not pairwise_similarity(x, y, metric=metric).requires_grad
+    assert not paired_similarity(x, y, metric=metric).requires_grad
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -419,7 +410,7 @@ def test_mixing_numpy_and_torch_returns_torch(metric):
         assert s.dtype == torch.float32
         assert_allclose(s.numpy(), expected, rtol=1e-6, atol=1e-6)
 
-        p = pairwise_similarity(a, b, metric=metric)
+        p = paired_similarity(a, b, metric=metric)
         assert isinstance(p, torch.Tensor)
         assert_allclose(p.numpy(), np.diag(expected), rtol=1e-5, atol=1e-5)
 
@@ -436,9 +427,9 @@ def test_half_precision_torch_is_computed_in_float32(metric, half):
     expected = similarity(x.float(), y.float(), metric=metric)
     assert_allclose(s.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
 
-    p = pairwise_similarity(x, y[:5], metric=metric)
+    p = paired_similarity(x, y[:5], metric=metric)
     assert p.dtype == torch.float32
-    expected_p = pairwise_similarity(x.float(), y[:5].float(), metric=metric)
+    expected_p = paired_similarity(x.float(), y[:5].float(), metric=metric)
     assert_allclose(p.numpy(), expected_p.numpy(), rtol=1e-6, atol=1e-6)
 
 
@@ -454,7 +445,7 @@ def test_numpy_dtype_conversions(metric):
     assert s16.dtype == np.float32
     assert_allclose(s16, s, rtol=1e-5, atol=1e-5)
 
-    p16 = pairwise_similarity(x[:2].astype(np.float16), y.astype(np.float16), metric=metric)
+    p16 = paired_similarity(x[:2].astype(np.float16), y.astype(np.float16), metric=metric)
     assert p16.dtype == np.float32
 
     # Plain lists are accepted too.
@@ -477,10 +468,10 @@ def test_inputs_are_not_modified(metric):
 
     out = similarity(x, y, metric=metric)
     out += 1  # the output must not alias an input either
-    pairwise_similarity(x, y, metric=metric)
+    paired_similarity(x, y, metric=metric)
     similarity(x, metric=metric)
     similarity(tx, ty, metric=metric)
-    pairwise_similarity(tx, ty, metric=metric)
+    paired_similarity(tx, ty, metric=metric)
 
     assert_array_equal(x, x_copy)
     assert_array_equal(y, y_copy)
@@ -498,7 +489,7 @@ def test_read_only_and_non_contiguous_numpy(metric):
     expected = similarity(np.ascontiguousarray(x), y.copy(), metric=metric)
     assert_allclose(similarity(x, y, metric=metric), expected, rtol=1e-12, atol=1e-12)
     assert_allclose(
-        pairwise_similarity(x, y, metric=metric), np.diag(expected), rtol=1e-10, atol=1e-10
+        paired_similarity(x, y, metric=metric), np.diag(expected), rtol=1e-10, atol=1e-10
     )
 
 
@@ -509,7 +500,7 @@ def test_torch_output_stays_on_device(metric):
     y = torch.randn(4, 8, device="cuda")
     s = similarity(x, y, metric=metric)
     assert s.device == x.device
-    assert pairwise_similarity(x, y, metric=metric).device == x.device
+    assert paired_similarity(x, y, metric=metric).device == x.device
     assert_allclose(
         s.cpu().numpy(), similarity(x.cpu(), y.cpu(), metric=metric).numpy(), rtol=1e-4, atol=1e-4
     )
@@ -557,9 +548,9 @@ def test_sparse_matches_dense(metric, dtype):
     assert_allclose(self_sparse, similarity(x, metric=metric), **tol)
     assert_array_equal(self_sparse, similarity(sp.csr_matrix(x), sp.csr_matrix(x), metric=metric))
 
-    p = pairwise_similarity(sp.csr_matrix(x[:4]), sp.csr_matrix(y), metric=metric)
+    p = paired_similarity(sp.csr_matrix(x[:4]), sp.csr_matrix(y), metric=metric)
     assert isinstance(p, np.ndarray)
-    assert_allclose(p, pairwise_similarity(x[:4], y, metric=metric), **tol)
+    assert_allclose(p, paired_similarity(x[:4], y, metric=metric), **tol)
 
 
 def test_sparse_zero_row_cosine_is_zero():
@@ -601,15 +592,15 @@ def test_one_dimensional_promotion(metric):
     assert similarity(m, b, metric=metric).shape == (3, 1)
     assert_allclose(similarity(a, m, metric=metric)[0], similarity(m, a, metric=metric)[:, 0])
 
-    p = pairwise_similarity(a, b, metric=metric)
+    p = paired_similarity(a, b, metric=metric)
     assert np.shape(p) == ()
     assert_allclose(p, s[0, 0], rtol=1e-12)
     # Only two 1-D inputs give a 0-d result.
-    assert pairwise_similarity(a, b[None, :], metric=metric).shape == (1,)
+    assert paired_similarity(a, b[None, :], metric=metric).shape == (1,)
 
     ts = similarity(torch.from_numpy(a), torch.from_numpy(b), metric=metric)
     assert tuple(ts.shape) == (1, 1)
-    tp = pairwise_similarity(torch.from_numpy(a), torch.from_numpy(b), metric=metric)
+    tp = paired_similarity(torch.from_numpy(a), torch.from_numpy(b), metric=metric)
     assert isinstance(tp, torch.Tensor)
     assert tuple(tp.shape) == ()
 
@@ -621,9 +612,9 @@ def test_one_dimensional_known_values():
     assert similarity(a, b, "manhattan")[0, 0] == -7.0
     assert similarity(a, b, "dot")[0, 0] == 0.0
     assert similarity(a, b, "cosine")[0, 0] == 0.0
-    assert pairwise_similarity(a, b, "euclidean") == -5.0
-    assert pairwise_similarity(a, b, "manhattan") == -7.0
-    assert_allclose(pairwise_similarity(a, np.array([4.0, 3.0]), "cosine"), 24 / 25)
+    assert paired_similarity(a, b, "euclidean") == -5.0
+    assert paired_similarity(a, b, "manhattan") == -7.0
+    assert_allclose(paired_similarity(a, np.array([4.0, 3.0]), "cosine"), 24 / 25)
     assert_allclose(similarity(a, np.array([6.0, 8.0]), "cosine"), [[1.0]])
 
 
@@ -641,19 +632,19 @@ def test_mismatched_dimension_raises(metric):
     with pytest.raises(ValueError, match=r"(?s)\b3\b.*\b5\b"):
         similarity(np.ones(3), np.ones(5), metric=metric)
     with pytest.raises(ValueError, match=r"(?s)\b3\b.*\b5\b"):
-        pairwise_similarity(np.ones((2, 3)), np.ones((2, 5)), metric=metric)
+        paired_similarity(np.ones((2, 3)), np.ones((2, 5)), metric=metric)
 
 
 @pytest.mark.parametrize("metric", [*METRICS, lambda a, b: 0.0])
 def test_pairwise_different_row_counts_raise(metric):
     with pytest.raises(ValueError, match=r"(?s)\b2\b.*\b3\b"):
-        pairwise_similarity(np.ones((2, 4)), np.ones((3, 4)), metric=metric)
+        paired_similarity(np.ones((2, 4)), np.ones((3, 4)), metric=metric)
     with pytest.raises(ValueError):
-        pairwise_similarity(torch.ones(2, 4), torch.ones(3, 4), metric=metric)
+        paired_similarity(torch.ones(2, 4), torch.ones(3, 4), metric=metric)
     with pytest.raises(ValueError):
-        pairwise_similarity(sp.csr_matrix(np.ones((2, 4))), np.ones((3, 4)), metric=metric)
+        paired_similarity(sp.csr_matrix(np.ones((2, 4))), np.ones((3, 4)), metric=metric)
     with pytest.raises(ValueError):
-        pairwise_similarity(np.ones(4), np.ones((3, 4)), metric=metric)
+        paired_similarity(np.ones(4), np.ones((3, 4)), metric=metric)
 
 
 @pytest.mark.parametrize("metric", [*METRICS, lambda a, b: 0.0])
@@ -665,7 +656,7 @@ def test_three_dimensional_input_raises(metric):
     with pytest.raises(ValueError):
         similarity(torch.ones(2, 3, 4), metric=metric)
     with pytest.raises(ValueError):
-        pairwise_similarity(np.ones((2, 3, 4)), np.ones((2, 3, 4)), metric=metric)
+        paired_similarity(np.ones((2, 3, 4)), np.ones((2, 3, 4)), metric=metric)
 
 
 @pytest.mark.parametrize("metric", [*METRICS, lambda a, b: 0.0])
@@ -686,7 +677,7 @@ def test_zero_dimensional_input_raises(metric, make):
     with pytest.raises(ValueError, match="0 dimensions"):
         similarity(np.ones((2, 1)), scalar, metric=metric)
     with pytest.raises(ValueError, match="0 dimensions"):
-        pairwise_similarity(scalar, make(3.0), metric=metric)
+        paired_similarity(scalar, make(3.0), metric=metric)
 
 
 @pytest.mark.parametrize("bad", ["cosin", "l1", "jaccard", ""])
@@ -695,7 +686,7 @@ def test_unknown_metric_raises(bad):
     with pytest.raises(ValueError, match="cosine"):
         similarity(x, metric=bad)
     with pytest.raises(ValueError, match="manhattan"):
-        pairwise_similarity(x, x, metric=bad)
+        paired_similarity(x, x, metric=bad)
     with pytest.raises(ValueError):
         similarity(sp.csr_matrix(x), metric=bad)
     with pytest.raises(ValueError):
@@ -726,12 +717,12 @@ def test_callable_metric_matches_dot():
     assert_allclose(s, similarity(x, y, metric="dot"), rtol=1e-12, atol=1e-12)
     assert_allclose(similarity(x, metric=dot), similarity(x, x, metric="dot"), rtol=1e-12)
     assert_allclose(
-        pairwise_similarity(x[:3], y, metric=dot),
-        pairwise_similarity(x[:3], y, metric="dot"),
+        paired_similarity(x[:3], y, metric=dot),
+        paired_similarity(x[:3], y, metric="dot"),
         rtol=1e-12,
         atol=1e-12,
     )
-    scalar = pairwise_similarity(x[0], y[0], metric=dot)
+    scalar = paired_similarity(x[0], y[0], metric=dot)
     assert np.shape(scalar) == ()
     assert_allclose(scalar, np.dot(x[0], y[0]))
 
@@ -758,7 +749,7 @@ def test_callable_metric_is_called_on_each_pair_of_rows():
     assert_array_equal(s, x[:, [0]] * 100 + y[None, :, 1])
 
     calls.clear()
-    p = pairwise_similarity(x[:2], y, metric=record)
+    p = paired_similarity(x[:2], y, metric=record)
     assert calls == [(tuple(x[0]), tuple(y[0])), (tuple(x[1]), tuple(y[1]))]
     assert_array_equal(p, x[:2, 0] * 100 + y[:, 1])
 
@@ -766,7 +757,7 @@ def test_callable_metric_is_called_on_each_pair_of_rows():
 def test_callable_metric_keeps_float32():
     x = np.ones((2, 3), dtype=np.float32)
     assert similarity(x, metric=lambda a, b: float(a @ b)).dtype == np.float32
-    assert pairwise_similarity(x, x, metric=lambda a, b: float(a @ b)).dtype == np.float32
+    assert paired_similarity(x, x, metric=lambda a, b: float(a @ b)).dtype == np.float32
 
 
 # --------------------------------------------------------------------------------------
@@ -788,10 +779,10 @@ def test_blocking_matches_unblocked(monkeypatch, metric, block, as_torch):
     unblocked_self = _to_numpy(similarity(x, metric=metric))
     unblocked_32 = similarity(_to_numpy(x).astype(np.float32), metric=metric)
 
-    monkeypatch.setattr(sim_module, "_BLOCK_ELEMENTS", block)
-    blocked = similarity(x, y, metric=metric)
-    blocked_self = similarity(x, metric=metric)
-    blocked_32 = similarity(_to_numpy(x).astype(np.float32), metric=metric)
+    budget = 8 * block
+    blocked = similarity(x, y, metric=metric, max_block_bytes=budget)
+    blocked_self = similarity(x, metric=metric, max_block_bytes=budget)
+    blocked_32 = similarity(_to_numpy(x).astype(np.float32), metric=metric, max_block_bytes=budget)
 
     assert isinstance(blocked, torch.Tensor) == as_torch
     assert blocked.shape == (37, 9)
@@ -799,7 +790,8 @@ def test_blocking_matches_unblocked(monkeypatch, metric, block, as_torch):
     assert_allclose(_to_numpy(blocked), unblocked, rtol=1e-12, atol=1e-12)
     # Euclidean self-distances near 0 differ by ~1e-7 when a block changes cdist's algorithm.
     assert_allclose(_to_numpy(blocked_self), unblocked_self, rtol=1e-12, atol=1e-6)
-    assert_array_equal(_to_numpy(blocked_self), _to_numpy(similarity(x, x, metric=metric)))
+    self_twice = similarity(x, x, metric=metric, max_block_bytes=budget)
+    assert_array_equal(_to_numpy(blocked_self), _to_numpy(self_twice))
     assert blocked_32.dtype == np.float32
     # float32 euclidean goes through cdist's matrix-product form, hence the looser atol.
     assert_allclose(blocked_32, unblocked_32, rtol=1e-5, atol=3e-3)
@@ -821,8 +813,8 @@ def test_blocking_splits_rows(monkeypatch, metric):
         kernel(xb, yb, name, out)
 
     monkeypatch.setattr(sim_module, "_matrix_kernel", spy)
-    monkeypatch.setattr(sim_module, "_BLOCK_ELEMENTS", 7)
-    got = similarity(x, y, metric=metric)
+    # Room for 7 float64 scores: blocks of 2 rows of 3.
+    got = similarity(x, y, metric=metric, max_block_bytes=56)
 
     assert len(seen) > 1
     assert sum(rows for rows, _, _ in seen) == 10
@@ -832,19 +824,22 @@ def test_blocking_splits_rows(monkeypatch, metric):
     # More columns than the budget: one row at a time.
     seen.clear()
     wide = rng.standard_normal((12, 4))
-    got_self = similarity(wide, metric=metric)
+    got_self = similarity(wide, metric=metric, max_block_bytes=56)
     assert len(seen) == 12
+    # Within the default budget, one block.
+    seen.clear()
+    assert_allclose(similarity(wide, metric=metric), got_self, rtol=1e-12, atol=1e-6)
+    assert len(seen) == 1
     monkeypatch.setattr(sim_module, "_matrix_kernel", kernel)
-    monkeypatch.setattr(sim_module, "_BLOCK_ELEMENTS", 1 << 24)
     assert_allclose(got_self, similarity(wide, metric=metric), rtol=1e-12, atol=1e-6)
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_blocking_with_empty_inputs(monkeypatch, metric):
-    monkeypatch.setattr(sim_module, "_BLOCK_ELEMENTS", 7)
-    assert similarity(np.zeros((0, 3)), np.ones((2, 3)), metric=metric).shape == (0, 2)
-    assert similarity(np.ones((4, 3)), np.zeros((0, 3)), metric=metric).shape == (4, 0)
-    assert pairwise_similarity(np.zeros((0, 3)), np.zeros((0, 3)), metric=metric).shape == (0,)
+def test_blocking_with_empty_inputs(metric):
+    tiny = {"metric": metric, "max_block_bytes": 56}
+    assert similarity(np.zeros((0, 3)), np.ones((2, 3)), **tiny).shape == (0, 2)
+    assert similarity(np.ones((4, 3)), np.zeros((0, 3)), **tiny).shape == (4, 0)
+    assert paired_similarity(np.zeros((0, 3)), np.zeros((0, 3)), metric=metric).shape == (0,)
 
 
 # --------------------------------------------------------------------------------------
@@ -872,4 +867,4 @@ def test_default_metric_is_cosine():
     x = rng.standard_normal((4, 3))
     y = rng.standard_normal((4, 3))
     assert_array_equal(similarity(x, y), similarity(x, y, metric="cosine"))
-    assert_array_equal(pairwise_similarity(x, y), pairwise_similarity(x, y, metric="cosine"))
+    assert_array_equal(paired_similarity(x, y), paired_similarity(x, y, metric="cosine"))

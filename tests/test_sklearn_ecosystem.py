@@ -1,4 +1,4 @@
-"""Dataframes, ColumnTransformer, PairSimilarity, the embedding cache, missing texts."""
+"""Dataframes, ColumnTransformer, PairedSimilarity, the embedding cache, missing texts."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
-from skembed import PairSimilarity, SentenceEmbedder
+from skembed import PairedSimilarity, SentenceEmbedder
 from skembed.cache import (
     DiskEmbeddingStore,
     cache_info,
@@ -113,13 +113,13 @@ def test_column_transformer_on_polars_with_pandas_output(tiny_model):
     assert isinstance(out, pl.DataFrame) and out.shape == (6, 33)
 
 
-# --- PairSimilarity ------------------------------------------------------------------------
+# --- PairedSimilarity ------------------------------------------------------------------------
 
 
 def test_pair_similarity_transform_and_names(tiny_model):
     embedder = SentenceEmbedder(tiny_model, device="cpu", similarity_fn_name="manhattan")
     pairs = pd.DataFrame({"a": sentences(5), "b": sentences(5, seed=1)})
-    sim = PairSimilarity(embedder).fit(pairs)
+    sim = PairedSimilarity(embedder).fit(pairs)
     out = sim.transform(pairs)
     assert out.shape == (5, 1) and out.dtype == np.float32
     a, b = sim.embedder_.transform(pairs["a"]), sim.embedder_.transform(pairs["b"])
@@ -132,11 +132,11 @@ def test_pair_similarity_transform_and_names(tiny_model):
 
 def test_pair_similarity_refuses_single_texts(tiny_model):
     with pytest.raises(ValueError, match="text pairs"):
-        PairSimilarity(SentenceEmbedder(tiny_model, device="cpu")).fit(sentences(3))
+        PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu")).fit(sentences(3))
 
 
 def test_pair_similarity_default_embedder_is_all_minilm():
-    sim = PairSimilarity().fit([("a", "b")])
+    sim = PairedSimilarity().fit([("a", "b")])
     assert sim.embedder_.n_features_out_ == 384
 
 
@@ -158,7 +158,7 @@ def test_grid_search_over_nested_metric(tiny_model, n_jobs):
     search = GridSearchCV(
         Pipeline(
             [
-                ("sim", PairSimilarity(SentenceEmbedder(tiny_model, device="cpu"))),
+                ("sim", PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu"))),
                 ("clf", LogisticRegression()),
             ]
         ),
@@ -176,7 +176,7 @@ def test_grid_search_encodes_each_text_once(tiny_model, count_encoded):
     GridSearchCV(
         Pipeline(
             [
-                ("sim", PairSimilarity(SentenceEmbedder(tiny_model, device="cpu"))),
+                ("sim", PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu"))),
                 ("clf", LogisticRegression()),
             ]
         ),
@@ -187,7 +187,7 @@ def test_grid_search_encodes_each_text_once(tiny_model, count_encoded):
 
 
 def test_small_pickles_for_parallel_workers(tiny_model):
-    pipeline = Pipeline([("sim", PairSimilarity(SentenceEmbedder(tiny_model, device="cpu")))])
+    pipeline = Pipeline([("sim", PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu")))])
     pipeline.fit([("a cat", "a dog")])
     # The fitted embedder inside travels as parameters and a fingerprint, not weights.
     assert len(pickle.dumps(pipeline)) < 20_000
@@ -329,7 +329,7 @@ def test_missing_policy(tiny_model):
 
 def test_missing_policy_in_pairs(tiny_model):
     pairs = pd.DataFrame({"a": ["a cat", None], "b": ["a dog", "a man"]})
-    sim = PairSimilarity(SentenceEmbedder(tiny_model, device="cpu", missing="zero")).fit(pairs)
+    sim = PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu", missing="zero")).fit(pairs)
     assert sim.transform(pairs)[1, 0] == 0.0  # cosine with a zero vector
     with pytest.raises(ValueError, match=r"first column.*position 1"):
-        PairSimilarity(SentenceEmbedder(tiny_model, device="cpu")).fit(pairs)
+        PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu")).fit(pairs)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DTYPES", "resolve_device", "resolve_devices", "resolve_dtype"]
+from ._options import DTYPES
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["resolve_device", "resolve_devices", "resolve_dtype"]
+
+_TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -105,8 +107,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     """
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+    if isinstance(dtype, torch.dtype) and dtype in _TORCH_DTYPES.values():
         return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
+    if isinstance(dtype, str) and dtype in _TORCH_DTYPES:
+        return _TORCH_DTYPES[dtype]
     raise ValueError(f"dtype={dtype!r} is not supported; expected 'auto' or one of {list(DTYPES)}.")

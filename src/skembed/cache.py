@@ -155,8 +155,11 @@ class EmbeddingCache:
     ) -> None:
         """Keep ``vectors`` as one block, then drop least recently used blocks beyond the bound.
 
-        The cache keeps a read-only float32 copy, so callers cannot alter what
-        others will read. A block larger than the whole bound is not kept.
+        The cache takes the arrays over without copying them when they are
+        already float32 / bool and C-contiguous (as the encoder's output is),
+        and makes them read-only, so that nobody can alter what others will
+        read: a caller that needs to write to them afterwards must pass copies.
+        A block larger than the whole bound is not kept (nor made read-only).
         """
         texts = list(texts)
         if not texts or len(texts) >= 1 << _ROW_BITS:
@@ -168,9 +171,9 @@ class EmbeddingCache:
         )
         if nbytes > self.max_bytes:
             return
-        embeddings = np.array(vectors, dtype=np.float32)
+        embeddings = np.ascontiguousarray(vectors, dtype=np.float32)
         embeddings.flags.writeable = False
-        flags = np.array(truncated, dtype=bool)
+        flags = np.ascontiguousarray(truncated, dtype=bool)
         flags.flags.writeable = False
         with self._lock:
             block_id = self._next_block
@@ -894,8 +897,12 @@ def encode_cached(
         if store is not None:
             store.put(namespace, missing, result.embeddings, result.truncated)
     if result is not None and len(missing) == len(unique):
-        # Nothing came from a cache: the encoder's output is already in order.
+        # Nothing came from a cache: the encoder's output is already in order. The cache
+        # keeps it as its block (read-only), so the caller gets its own copy, made by the
+        # gather of duplicates when there is one.
         embeddings, truncated = result.embeddings, result.truncated
+        if caching and inverse is None:
+            embeddings, truncated = embeddings.copy(), truncated.copy()
     else:
         embeddings = np.empty((len(unique), encoder.embedding_dimension), dtype=np.float32)
         truncated = np.zeros(len(unique), dtype=bool)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import os
 import sys
 from collections.abc import Sequence
@@ -14,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from ._inputs import as_texts
-from .embedder import DEFAULT_MODEL, SentenceEmbedder
-from .similarity import SimilarityFunction
+from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, allows_missing
+from ._similarity_function import SimilarityFunction
+from .datasets import SPLITS
 
 __all__ = ["main"]
 
@@ -25,10 +26,13 @@ _INPUT_SUFFIXES = (".txt", *_TABLE_SUFFIXES)
 _OUTPUT_SUFFIXES = (".npy", ".parquet", ".csv")
 # The packages a file format needs beyond skembed's own: each group is a set of alternatives.
 _FORMAT_NEEDS = {".csv": (("pandas",),), ".parquet": (("pandas",), ("pyarrow", "fastparquet"))}
-_DEFAULT_MISSING = inspect.signature(SentenceEmbedder).parameters["missing"].default
+_DEFAULT_MISSING = MISSING_POLICIES[0]
 
 
-def _embedder(args: argparse.Namespace, **params) -> SentenceEmbedder:
+def _embedder(args: argparse.Namespace, **params) -> Any:
+    # Imported here: torch, transformers and scikit-learn load only for a command that encodes.
+    from ._embedder import SentenceEmbedder
+
     return SentenceEmbedder(
         args.model,
         device=args.device,
@@ -263,7 +267,7 @@ def _encode(args: argparse.Namespace) -> None:
     _check_dependencies(source, "INPUT")
     _check_dependencies(output, "--output")
     data = _read_input(source, args.column, args.id_column)
-    if args.missing == "error":
+    if not allows_missing(args.missing):
         _refuse_missing(source, data, args.column)
     embedder = _embedder(
         args, show_progress_bar=True, normalize_embeddings=args.normalize, missing=args.missing
@@ -285,18 +289,20 @@ def _encode(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from scipy.stats import pearsonr, spearmanr
 
-    from .datasets import load_stsb
+    from .datasets import iter_stsb
 
-    frame = load_stsb(args.split)
-    pairs, gold = frame[["sentence1", "sentence2"]], frame["score"].to_numpy()
+    # The pandas-free reader: a plain install evaluates.
+    rows_read = list(iter_stsb(args.split))
+    pairs = [(first, second) for first, second, _ in rows_read]
+    gold = np.array([score for _, _, score in rows_read])
     embedder = _embedder(args)
     rows = []
     for metric in SimilarityFunction.possible_values():
-        scores = embedder.set_params(similarity_fn_name=metric).pair_similarity(pairs)
+        scores = embedder.set_params(similarity_fn_name=metric).similarity_pairwise(pairs)
         rows.append(
             [100 * spearmanr(scores, gold).statistic, 100 * pearsonr(scores, gold).statistic]
         )
-    print(f"STSb {args.split} ({len(frame)} pairs), {args.model}, x 100")
+    print(f"STSb {args.split} ({len(pairs)} pairs), {args.model}, x 100")
     metrics = SimilarityFunction.possible_values()
     print(_table(metrics, ["Spearman", "Pearson"], np.array(rows), decimals=2))
 
@@ -312,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "float32", "float16", "bfloat16"],
+        choices=DTYPE_CHOICES,
         help="precision (default: auto)",
     )
     common.add_argument(
@@ -323,6 +329,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="skembed",
         description="Sentence embeddings and semantic similarity, scikit-learn style.",
     )
+    parser.add_argument("--version", action="version", version=f"skembed {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     similarity = commands.add_parser(
@@ -378,7 +385,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     encode.add_argument(
         "--missing",
-        choices=["error", "empty", "zero"],
+        choices=MISSING_POLICIES,
         default=_DEFAULT_MISSING,
         help="a missing text (empty line or cell): 'error' stops before encoding and names "
         "the rows, 'empty' encodes it as \"\", 'zero' gives an all-zero embedding "
@@ -399,7 +406,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "benchmark", choices=["stsb"], help="the benchmark (bundled with skembed)"
     )
-    evaluate.add_argument("--split", choices=["train", "dev", "test"], default="test")
+    evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.set_defaults(run=_evaluate)
     return parser
 

@@ -33,7 +33,7 @@ def test_lone_surrogates_are_refused_by_fit_and_pairs(embedder):
     with pytest.raises(ValueError, match=r"not valid Unicode at position 1"):
         SentenceEmbedder(embedder.model_name_or_path, device="cpu").fit(["a", "\ud800"])
     with pytest.raises(ValueError, match=r"second column.*not valid Unicode at position 0"):
-        embedder.pair_similarity([("a", "b\ud83d")])
+        embedder.similarity_pairwise([("a", "b\ud83d")])
 
 
 # Non-text values that slipped through as embeddings, or failed with a conversion error.
@@ -98,4 +98,4 @@ def test_transform_refuses_one_column_after_a_fit_on_pairs(tiny_model):
     embedder = SentenceEmbedder(tiny_model, device="cpu").fit(pairs, [1.0])
     with pytest.raises(ValueError, match="fitted on 2 text columns"):
         embedder.transform(["a cat"])
-    assert embedder.pair_similarity(pairs).shape == (1,)
+    assert embedder.similarity_pairwise(pairs).shape == (1,)

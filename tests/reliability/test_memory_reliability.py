@@ -45,9 +45,12 @@ def test_huge_texts_use_bounded_memory(load_benchmark):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_transform_peak_memory_is_within_twice_the_output(load_benchmark):
-    # With the model's own working memory allocated by a warm-up, transform adds its output,
-    # the cache's copy of it and small tokenizer buffers.
-    measured = load_benchmark("encode_memory").measure("corpus", 20_000, "on", "model")
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_transform_peak_memory_is_within_twice_the_output(load_benchmark, cache):
+    # Beyond the model (its weights, loaded before, and its working memory for one batch,
+    # which every forward pass allocates anew), transform adds its output, the cache's block
+    # and small tokenizer buffers. Measured with glibc's mmap threshold pinned, so that the
+    # figure is what skembed allocates, not what glibc happens to retain (encode_memory.py).
+    measured = load_benchmark("encode_memory").measure("corpus", 20_000, cache, "model")
     assert measured["rows"] == 20_000
-    assert measured["extra"] < 2 * measured["output"], measured
+    assert measured["extra"] - measured["batch"] < 2 * measured["output"], measured

@@ -9,7 +9,6 @@ numpy and scipy, not through skembed.
 
 from __future__ import annotations
 
-import importlib
 import math
 from fractions import Fraction
 
@@ -22,10 +21,8 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.spatial.distance import cdist
 
-from skembed import pairwise_similarity, semantic_search, similarity
-
-# ``skembed.similarity`` the attribute is the function; the module is in sys.modules.
-sim_module = importlib.import_module("skembed.similarity")
+import skembed._similarity as sim_module
+from skembed import paired_similarity, semantic_search, similarity
 
 METRICS = ["cosine", "dot", "euclidean", "manhattan"]
 F32_MAX = float(np.finfo(np.float32).max)
@@ -118,7 +115,7 @@ def assert_matches_reference(got, x, y, metric: str) -> None:
 
 
 def assert_rows_match_reference(got, x, y, metric: str) -> None:
-    """``pairwise_similarity`` output: row i checked against the reference of x[i], y[i]."""
+    """``paired_similarity`` output: row i checked against the reference of x[i], y[i]."""
     got = _numpy(got).reshape(-1)
     for i in range(len(got)):
         assert_matches_reference(got[i : i + 1, None], x[i : i + 1], y[i : i + 1], metric)
@@ -167,7 +164,7 @@ def test_float32_extremes_match_float64(metric, case):
     assert_matches_reference(similarity(sp.csr_array(x), y, metric=metric), x, y, metric)
 
     rows = min(len(x), len(y))
-    pairs = pairwise_similarity(x[:rows], y[:rows], metric=metric)
+    pairs = paired_similarity(x[:rows], y[:rows], metric=metric)
     assert pairs.dtype == np.float32
     assert_rows_match_reference(pairs, x[:rows], y[:rows], metric)
 
@@ -202,7 +199,7 @@ def test_float64_extremes_match_exact_results(metric, case):
     assert got.dtype == np.float64
     assert_matches_reference(got, x, x, metric)
     assert_matches_reference(similarity(x, x[::-1], metric=metric), x, x[::-1], metric)
-    assert_rows_match_reference(pairwise_similarity(x, x[::-1], metric=metric), x, x[::-1], metric)
+    assert_rows_match_reference(paired_similarity(x, x[::-1], metric=metric), x, x[::-1], metric)
 
 
 def test_dot_product_beyond_float32_is_inf_and_cancellation_is_exact():
@@ -213,7 +210,7 @@ def test_dot_product_beyond_float32_is_inf_and_cancellation_is_exact():
     # 2e60 does not fit float32: inf is the right answer. 1e60 - 1e60 is exactly 0.
     assert got[0, 0] == np.inf
     assert got[1, 0] == 0.0
-    assert pairwise_similarity(x[1], y[0], metric="dot") == 0.0
+    assert paired_similarity(x[1], y[0], metric="dot") == 0.0
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -330,10 +327,10 @@ def test_torch_in_torch_out_for_every_combination(metric, kinds):
     assert_allclose(got.numpy(), reference(x, expected_y, name), rtol=1e-5, atol=1e-5)
 
     if b is not None:
-        rows = pairwise_similarity(a, b, metric=metric)
+        rows = paired_similarity(a, b, metric=metric)
         assert isinstance(rows, torch.Tensor)
         assert rows.shape == (4,)
-        single = pairwise_similarity(a[0] if kinds[0] != "sparse" else a[[0]], b[0], metric=metric)
+        single = paired_similarity(a[0] if kinds[0] != "sparse" else a[[0]], b[0], metric=metric)
         assert isinstance(single, torch.Tensor)
 
 
@@ -394,7 +391,7 @@ def test_one_dimensional_sparse_is_one_embedding():
     got = similarity(one, metric="euclidean")
     assert got.shape == (1, 1) and got[0, 0] == 0.0
     assert_allclose(similarity(one, np.eye(3), metric="dot"), [[3.0, 4.0, 0.0]])
-    assert pairwise_similarity(one, np.array([0.0, 0.0, 0.0]), metric="euclidean") == -5.0
+    assert paired_similarity(one, np.array([0.0, 0.0, 0.0]), metric="euclidean") == -5.0
 
 
 def test_search_and_pairwise_refuse_bad_inputs_the_same_way():
@@ -405,9 +402,9 @@ def test_search_and_pairwise_refuse_bad_inputs_the_same_way():
     with pytest.raises(ValueError, match=r"corpus.*sparse"):
         semantic_search(np.ones((2, 3)), sp.csr_array(np.ones((3, 3))), top_k=1)
     with pytest.raises(ValueError, match=r"Y.*3 dimensions"):
-        pairwise_similarity(np.ones((2, 3)), np.ones((2, 1, 3)))
+        paired_similarity(np.ones((2, 3)), np.ones((2, 1, 3)))
     with pytest.raises(ValueError, match=r"X.*strings"):
-        pairwise_similarity(["a", "b"], ["c", "d"])
+        paired_similarity(["a", "b"], ["c", "d"])
 
 
 @pytest.mark.parametrize("metric", [*METRICS, _callable_dot])
@@ -419,7 +416,7 @@ def test_empty_inputs_give_empty_results(metric, kind):
         (similarity(empty, rows, metric=metric), (0, 2)),
         (similarity(rows, empty, metric=metric), (2, 0)),
         (similarity(empty, metric=metric), (0, 0)),
-        (pairwise_similarity(empty, empty, metric=metric), (0,)),
+        (paired_similarity(empty, empty, metric=metric), (0,)),
     ]:
         assert tuple(got.shape) == shape
         assert isinstance(got, torch.Tensor) == (kind == "torch")
@@ -530,7 +527,7 @@ def test_fuzz_similarity_inputs(data):
         assert (np.abs(got[finite] - got.T[finite]) <= 2 * tol[finite]).all()
 
     if len(x) == len(y):
-        rows = pairwise_similarity(X, X if Y is None else Y, metric=metric)
+        rows = paired_similarity(X, X if Y is None else Y, metric=metric)
         assert isinstance(rows, torch.Tensor) == as_torch
         rows = _numpy(rows)
         both_1d = all(one_d for *_, one_d in inputs)

@@ -9,7 +9,7 @@ Every public function follows the same rules, enforced by one input check
 (:func:`_check_pair`) and one table of metrics (``_METRICS``):
 
 - input kinds: numpy arrays and array-likes, torch tensors, scipy sparse
-  matrices (``similarity`` only; ``pairwise_similarity`` densifies them); a 1-D
+  matrices (``similarity`` only; ``paired_similarity`` densifies them); a 1-D
   input is one embedding. If any input is a torch tensor the result is a torch
   tensor on that tensor's device (the first one's if both are), otherwise numpy.
 - dtypes: float32 in gives float32 out, float64 gives float64; float16 and
@@ -30,19 +30,26 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["SimilarityFunction", "pairwise_similarity", "semantic_search", "similarity"]
+from ._similarity_function import SimilarityFunction
 
-# Row blocks are sized so one block's temporaries stay near this many elements
-# (64 MiB in float32), and under an eighth of the output for small outputs, so the
-# peak memory of similarity() stays close to the size of its result.
-_BLOCK_ELEMENTS = 1 << 24
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "SimilarityFunction",
+    "paired_similarity",
+    "semantic_search",
+    "similarity",
+]
+
+# The one memory budget of this module: scores are computed in blocks of at most this
+# many bytes (``max_block_bytes`` of similarity and semantic_search), so that the peak
+# memory of a large similarity matrix stays close to the size of the matrix itself.
+DEFAULT_BLOCK_BYTES = 64 << 20
 
 # Euclidean distances come from ||x||^2 + ||y||^2 - 2 x.y, whose rounding error is a
 # fraction (about 1e-7 in float32) of ||x||^2 + ||y||^2. Where the squared distance is
@@ -63,71 +70,12 @@ _NORM_RANGE = (2.0**-50, 2.0**50)
 _FLOAT32_SAFE = 2.0**120
 
 
-class SimilarityFunction(str, Enum):
-    """The similarity functions that compare two embeddings.
-
-    Members compare equal to their string value, so ``"cosine"`` and
-    ``SimilarityFunction.COSINE`` can be used interchangeably.
-
-    Attributes
-    ----------
-    COSINE : "cosine"
-        Cosine similarity, in [-1, 1].
-    DOT_PRODUCT : "dot"
-        Dot product. ``DOT`` is an alias.
-    EUCLIDEAN : "euclidean"
-        Negative euclidean (L2) distance.
-    MANHATTAN : "manhattan"
-        Negative manhattan (L1) distance.
-
-    Examples
-    --------
-    >>> from skembed import SimilarityFunction
-    >>> SimilarityFunction("manhattan")
-    <SimilarityFunction.MANHATTAN: 'manhattan'>
-    >>> SimilarityFunction.possible_values()
-    ['cosine', 'dot', 'euclidean', 'manhattan']
-    """
-
-    COSINE = "cosine"
-    DOT_PRODUCT = "dot"
-    DOT = "dot"
-    EUCLIDEAN = "euclidean"
-    MANHATTAN = "manhattan"
-
-    @classmethod
-    def _missing_(cls, value: object) -> SimilarityFunction:
-        if isinstance(value, str):
-            key = value.strip().lower()
-            if key == "dot_product":
-                return cls.DOT_PRODUCT
-            for member in cls:
-                if member.value == key:
-                    return member
-        raise ValueError(
-            f"Unknown similarity function {value!r}; expected one of "
-            f"{cls.possible_values()} (or a SimilarityFunction member)."
-        )
-
-    @staticmethod
-    def possible_values() -> list[str]:
-        """Return the names of the supported similarity functions.
-
-        Returns
-        -------
-        list of str
-            ``["cosine", "dot", "euclidean", "manhattan"]``.
-        """
-        return [member.value for member in SimilarityFunction]
-
-    def __str__(self) -> str:
-        return self.value
-
-
 Metric = str | SimilarityFunction | Callable[[np.ndarray, np.ndarray], float]
 
 
-def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
+def similarity(
+    X: Any, Y: Any = None, metric: Metric = "cosine", *, max_block_bytes: int | None = None
+) -> Any:
     """Compute the similarity between every row of ``X`` and every row of ``Y``.
 
     The counterpart of :func:`sklearn.metrics.pairwise_kernels` for the
@@ -143,6 +91,11 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
         ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"manhattan"``, or a
         callable ``f(x_row, y_row) -> float`` evaluated on each pair of numpy
         rows (as in scikit-learn).
+    max_block_bytes : int, default=None
+        Bound on the scores computed at once. An output within it is computed
+        in one go; a larger one in row blocks of at most this size, so the
+        peak memory stays close to the size of the output. ``None`` means
+        ``DEFAULT_BLOCK_BYTES`` (64 MiB).
 
     Returns
     -------
@@ -171,6 +124,7 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
            [0.7071, 1.    ]])
     """
     ops = _metric_ops(metric)
+    budget = _block_bytes(max_block_bytes)
     pair = _check_pair(X, Y, ("X", "Y"), sparse="keep")
     n_x, n_y = pair.x.shape[0], pair.y.shape[0]
     if n_x == 0 or n_y == 0:
@@ -186,15 +140,14 @@ def similarity(X: Any, Y: Any = None, metric: Metric = "cosine") -> Any:
             return pair.wrap(scores.astype(_numpy_dtype(pair.dtype), copy=False))
     x, y = _prepare(ops, pair, pair.x, pair.y)
     out = torch.empty((n_x, n_y), dtype=pair.dtype, device=x.device)
-    block = min(_BLOCK_ELEMENTS, out.numel() // 8)
-    rows = max(1, block // n_y)
+    rows = max(1, budget // (n_y * pair.dtype.itemsize))
     with torch.no_grad():
         for start in range(0, n_x, rows):
             _matrix_kernel(x[start : start + rows], y, ops.name, out[start : start + rows])
     return pair.wrap(out)
 
 
-def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
+def paired_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     """Compute the similarity of each row of ``X`` with the same row of ``Y``.
 
     Parameters
@@ -222,15 +175,15 @@ def pairwise_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     Examples
     --------
     >>> import numpy as np
-    >>> from skembed import pairwise_similarity
-    >>> pairwise_similarity(np.eye(2), np.ones((2, 2)), metric="dot")
+    >>> from skembed import paired_similarity
+    >>> paired_similarity(np.eye(2), np.ones((2, 2)), metric="dot")
     array([1., 1.])
     """
     ops = _metric_ops(metric)
     pair = _check_pair(X, Y, ("X", "Y"), sparse="densify")
     if pair.x.shape[0] != pair.y.shape[0]:
         raise ValueError(
-            "pairwise_similarity compares row i of X with row i of Y, so both need the same "
+            "paired_similarity compares row i of X with row i of Y, so both need the same "
             f"number of rows; got {pair.x.shape[0]} and {pair.y.shape[0]}."
         )
     if ops is None:
@@ -252,7 +205,7 @@ def semantic_search(
     top_k: int = 10,
     metric: str | SimilarityFunction = "cosine",
     *,
-    max_block_bytes: int = 64 << 20,
+    max_block_bytes: int | None = None,
 ) -> tuple[Any, Any]:
     """Find the ``top_k`` most similar corpus rows for every query, streaming the corpus.
 
@@ -270,8 +223,9 @@ def semantic_search(
         Number of best rows per query; at most ``n_corpus``.
     metric : str or SimilarityFunction, default="cosine"
         Any of the four similarity functions (larger is more similar).
-    max_block_bytes : int, default=64 MiB
-        Size bound of one block of scores.
+    max_block_bytes : int, default=None
+        Size bound of one block of scores; ``None`` means
+        ``DEFAULT_BLOCK_BYTES`` (64 MiB), as in :func:`similarity`.
 
     Returns
     -------
@@ -310,7 +264,7 @@ def semantic_search(
     top_k = operator.index(top_k)
     if not 1 <= top_k <= c.shape[0]:
         raise ValueError(f"top_k={top_k} must be between 1 and the {c.shape[0]} corpus rows.")
-    budget = max_block_bytes // pair.dtype.itemsize
+    budget = _block_bytes(max_block_bytes) // pair.dtype.itemsize
     if budget < top_k:
         raise ValueError(
             f"max_block_bytes={max_block_bytes} holds fewer than top_k={top_k} scores."
@@ -335,6 +289,17 @@ def semantic_search(
             assert best is not None  # the corpus has at least top_k >= 1 rows
             scores[qs : qs + query_rows], indices[qs : qs + query_rows] = best
     return pair.wrap(scores), pair.wrap(indices)
+
+
+def _block_bytes(max_block_bytes: Any) -> int:
+    """The block budget in bytes: ``max_block_bytes`` checked, or the default."""
+    if max_block_bytes is None:
+        return DEFAULT_BLOCK_BYTES
+    if isinstance(max_block_bytes, bool) or not isinstance(max_block_bytes, int):
+        raise ValueError(f"max_block_bytes must be an int or None, got {max_block_bytes!r}.")
+    if max_block_bytes < 1:
+        raise ValueError(f"max_block_bytes must be >= 1 byte, got {max_block_bytes}.")
+    return max_block_bytes
 
 
 # --- the metrics -------------------------------------------------------------------------
@@ -459,8 +424,11 @@ def _recompute_pairs(
     """Set ``scores[i, j] = exact(i, j)`` wherever ``redo[i, j]``, for index tensors i, j."""
     # Scanned in row bands and computed in chunks of pairs so that even a block to
     # redo entirely (many identical rows) needs temporaries no larger than the block.
-    band = max(1, _BLOCK_ELEMENTS // (16 * scores.shape[1]))
-    chunk = max(1, _BLOCK_ELEMENTS // 64)
+    if not redo.any():
+        return
+    # The block itself is within the budget: temporaries are sized as fractions of it.
+    band = max(1, scores.shape[0] // 16)
+    chunk = max(1, scores.numel() // 64)
     for start in range(0, redo.shape[0], band):
         rows, cols = redo[start : start + band].nonzero(as_tuple=True)
         rows += start

@@ -15,8 +15,10 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import DTYPES, resolve_devices, resolve_dtype
+from ._device import resolve_devices, resolve_dtype
 from ._inputs import as_text_pairs, as_texts, check_texts_or_pairs, column_names, looks_like_text
+from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, allows_missing
+from ._similarity import SimilarityFunction, paired_similarity, similarity
 from .cache import DiskEmbeddingStore, encode_cached, open_store
 from .encoder import (
     Encoder,
@@ -26,11 +28,8 @@ from .encoder import (
     load_encoders,
     resolve_model_folder,
 )
-from .similarity import SimilarityFunction, pairwise_similarity, similarity
 
 __all__ = ["SentenceEmbedder"]
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class SentenceEmbedder(TransformerMixin, BaseEstimator):
@@ -145,7 +144,7 @@ default=None
             None,
         ],
         "device": [str, torch.device, list, tuple, None],
-        "dtype": [StrOptions({"auto", *DTYPES})],
+        "dtype": [StrOptions(set(DTYPE_CHOICES))],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_batch_tokens": [Interval(Integral, 1, None, closed="left"), None],
         "max_seq_length": [Interval(Integral, 1, None, closed="left"), None],
@@ -156,7 +155,7 @@ default=None
         "trust_remote_code": ["boolean"],
         "revision": [str, None],
         "cache_folder": [str, os.PathLike, None],
-        "missing": [StrOptions({"error", "empty", "zero"})],
+        "missing": [StrOptions(set(MISSING_POLICIES))],
         "memory": [str, os.PathLike, joblib.Memory, DiskEmbeddingStore, None],
     }
 
@@ -216,7 +215,9 @@ default=None
         for attribute in ("n_features_in_", "feature_names_in_"):
             self.__dict__.pop(attribute, None)
         if X is not None:
-            self.n_features_in_ = check_texts_or_pairs(X, allow_missing=self.missing != "error")
+            self.n_features_in_ = check_texts_or_pairs(
+                X, allow_missing=allows_missing(self.missing)
+            )
             names = column_names(X)
             if names is not None:
                 self.feature_names_in_ = np.asarray(names, dtype=object)
@@ -334,10 +335,10 @@ default=None
         return open_store(self.memory)
 
     def _texts(self, X: Any, what: str = "X") -> list[str | None]:
-        return as_texts(X, what, allow_missing=self.missing != "error")
+        return as_texts(X, what, allow_missing=allows_missing(self.missing))
 
     def _pairs(self, X: Any) -> tuple[list[str | None], list[str | None]]:
-        return as_text_pairs(X, allow_missing=self.missing != "error")
+        return as_text_pairs(X, allow_missing=allows_missing(self.missing))
 
     def _embed(self, texts: list[str | None]) -> np.ndarray:
         """Encode texts through the caches, applying the missing-text policy.
@@ -401,7 +402,7 @@ default=None
             raise ValueError(
                 f"This {type(self).__name__} was fitted on {fitted} text columns (text pairs); "
                 "transform takes one column of texts. Fit it on texts, or use "
-                "pair_similarity for pairs."
+                "similarity_pairwise for pairs."
             )
         names = column_names(X)
         fitted_names = getattr(self, "feature_names_in_", None)
@@ -434,23 +435,34 @@ default=None
         y = None if Y is None else self._as_embeddings(Y, "Y")
         return similarity(x, y, metric=self.similarity_fn_name_)
 
-    def similarity_pairwise(self, X: Any, Y: Any) -> Any:
+    def similarity_pairwise(self, X: Any, Y: Any = None) -> Any:
         """Row-by-row similarity under :attr:`similarity_fn_name_`.
+
+        The reference library's ``similarity_pairwise``: row ``i`` of ``X``
+        against row ``i`` of ``Y``. With ``Y=None``, ``X`` holds text pairs and
+        each pair's two texts are compared (both encoded in one pass).
 
         Parameters
         ----------
-        X : texts or embeddings of shape (n, d)
-        Y : texts or embeddings of shape (n, d)
+        X : texts or embeddings of shape (n, d), or text pairs when ``Y`` is None
+            Text pairs: a two-column DataFrame, an ``(n, 2)`` array or a list
+            of 2-tuples.
+        Y : texts or embeddings of shape (n, d), default=None
 
         Returns
         -------
         ndarray or torch.Tensor of shape (n,)
+            float32 for texts; see :func:`skembed.paired_similarity` for
+            embeddings.
         """
-        return pairwise_similarity(
-            self._as_embeddings(X, "X"),
-            self._as_embeddings(Y, "Y"),
-            metric=self.similarity_fn_name_,
-        )
+        if Y is None:
+            check_is_fitted(self)
+            first, second = self._pairs(X)
+            embeddings = self._embed(first + second)
+            x, y = embeddings[: len(first)], embeddings[len(first) :]
+        else:
+            x, y = self._as_embeddings(X, "X"), self._as_embeddings(Y, "Y")
+        return paired_similarity(x, y, metric=self.similarity_fn_name_)
 
     def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
         """Spearman correlation between pair similarities and gold scores.
@@ -475,29 +487,33 @@ default=None
         if sample_weight is not None:
             raise ValueError("SentenceEmbedder.score does not support sample_weight.")
         gold = np.asarray(y, dtype=np.float64).ravel()
-        scores = self.pair_similarity(X)
+        scores = self.similarity_pairwise(X)
         if len(gold) != len(scores):
             raise ValueError(f"X has {len(scores)} pairs but y has {len(gold)} scores.")
         return float(spearmanr(scores, gold).statistic)
 
     def pair_similarity(self, X: Any) -> np.ndarray:
-        """Similarity of each text pair under :attr:`similarity_fn_name_`.
+        """Deprecated alias of ``similarity_pairwise(X)`` for text pairs.
+
+        .. deprecated:: 0.2
+            Use :meth:`similarity_pairwise`; removed in 0.4.
 
         Parameters
         ----------
         X : text pairs
-            Two-column DataFrame, ``(n, 2)`` array or list of 2-tuples.
 
         Returns
         -------
         ndarray of shape (n,), float32
         """
-        check_is_fitted(self)
-        first, second = self._pairs(X)
-        embeddings = self._embed(first + second)
-        return pairwise_similarity(
-            embeddings[: len(first)], embeddings[len(first) :], metric=self.similarity_fn_name_
+        warnings.warn(
+            "SentenceEmbedder.pair_similarity(X) is deprecated since skembed 0.2 and will be "
+            "removed in 0.4; use similarity_pairwise(X), which takes text pairs when Y is "
+            "omitted.",
+            FutureWarning,
+            stacklevel=2,
         )
+        return self.similarity_pairwise(X)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save the model as a sentence-transformers folder.

@@ -1,4 +1,4 @@
-"""PairSimilarity: a transformer from text pairs to their similarity."""
+"""PairedSimilarity: a transformer from text pairs to their similarity."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
+from ._embedder import SentenceEmbedder
 from ._inputs import as_text_pairs
-from .embedder import SentenceEmbedder
+from ._options import allows_missing
 
-__all__ = ["PairSimilarity"]
+__all__ = ["PairedSimilarity"]
 
 
-class PairSimilarity(TransformerMixin, BaseEstimator):
+class PairedSimilarity(TransformerMixin, BaseEstimator):
     """Score text pairs with a sentence embedder's similarity function.
 
     Turns each pair of texts into one feature, the similarity of their
@@ -40,21 +41,23 @@ class PairSimilarity(TransformerMixin, BaseEstimator):
     --------
     >>> from sklearn.linear_model import LogisticRegression
     >>> from sklearn.pipeline import Pipeline
-    >>> from skembed import PairSimilarity, SentenceEmbedder
+    >>> from skembed import PairedSimilarity, SentenceEmbedder
     >>> detector = Pipeline([
-    ...     ("sim", PairSimilarity(SentenceEmbedder(device="cpu"))),
+    ...     ("sim", PairedSimilarity(SentenceEmbedder(device="cpu"))),
     ...     ("clf", LogisticRegression()),
     ... ])
     >>> detector.fit(pairs, labels)  # doctest: +SKIP
     """
 
-    _parameter_constraints: ClassVar[dict] = {"embedder": [HasMethods(["pair_similarity"]), None]}
+    _parameter_constraints: ClassVar[dict] = {
+        "embedder": [HasMethods(["similarity_pairwise"]), None]
+    }
 
     def __init__(self, embedder: SentenceEmbedder | None = None) -> None:
         self.embedder = embedder
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any, y: Any = None) -> PairSimilarity:
+    def fit(self, X: Any, y: Any = None) -> PairedSimilarity:
         """Fit a clone of the embedder on the text pairs ``X``.
 
         Parameters
@@ -65,10 +68,10 @@ class PairSimilarity(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        self : PairSimilarity
+        self : PairedSimilarity
         """
         embedder = clone(SentenceEmbedder() if self.embedder is None else self.embedder)
-        as_text_pairs(X, allow_missing=embedder.missing != "error")
+        as_text_pairs(X, allow_missing=allows_missing(embedder.missing))
         # The embedder encodes each side as one column of texts, so it is not fitted on the
         # pairs: its transform then takes texts, as scikit-learn's column-count check wants.
         self.embedder_ = embedder.fit()
@@ -88,7 +91,7 @@ class PairSimilarity(TransformerMixin, BaseEstimator):
         ndarray of shape (n, 1), float32
         """
         check_is_fitted(self)
-        return self.embedder_.pair_similarity(X).reshape(-1, 1)
+        return self.embedder_.similarity_pairwise(X).reshape(-1, 1)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Return ``["similarity"]``.

@@ -1,0 +1,24 @@
+"""Choices of the estimator parameters, shared by the estimators and the command line.
+
+Only the standard library is imported here, so that ``skembed --help`` can list the
+choices without loading torch, transformers or scikit-learn.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_MODEL", "DTYPES", "DTYPE_CHOICES", "MISSING_POLICIES", "allows_missing"]
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Precisions the transformer can run in; "auto" picks one by device.
+DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_CHOICES = ("auto", *DTYPES)
+
+# What becomes of a missing text (None, NaN, pandas.NA): refused with its position,
+# encoded as "", or given an all-zero embedding. The first is the default.
+MISSING_POLICIES = ("error", "empty", "zero")
+
+
+def allows_missing(policy: str) -> bool:
+    """Whether the ``missing`` policy lets missing texts through to encoding."""
+    return policy != MISSING_POLICIES[0]

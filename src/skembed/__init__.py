@@ -12,12 +12,14 @@ import warnings
 from typing import Any
 
 from ._similarity_function import SimilarityFunction
+from ._warnings import TruncationWarning
 
 __all__ = [
     "PairSimilarity",
     "PairedSimilarity",
     "SentenceEmbedder",
     "SimilarityFunction",
+    "TruncationWarning",
     "paired_similarity",
     "pairwise_similarity",
     "semantic_search",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "TextInputMixin",
     "as_text_pairs",
     "as_texts",
     "check_texts_or_pairs",
@@ -252,3 +253,17 @@ def _is_number_dtype(dtype: Any) -> bool:
         return kind in "iuf"
     name = str(dtype).lower()
     return name.startswith(("int", "uint", "float")) and "categor" not in name
+
+
+class TextInputMixin:
+    """scikit-learn tags of an estimator whose input is text.
+
+    Texts come as a 1-D collection, or as a 2-D array / frame of one text column
+    (two for text pairs). Put it before ``BaseEstimator`` in the bases.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = True
+        return tags

@@ -10,13 +10,13 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
 from ._embedder import SentenceEmbedder
-from ._inputs import as_text_pairs
+from ._inputs import TextInputMixin, as_text_pairs
 from ._options import allows_missing
 
 __all__ = ["PairedSimilarity"]
 
 
-class PairedSimilarity(TransformerMixin, BaseEstimator):
+class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     """Score text pairs with a sentence embedder's similarity function.
 
     Turns each pair of texts into one feature, the similarity of their
@@ -106,10 +106,3 @@ class PairedSimilarity(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return np.asarray(["similarity"], dtype=object)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # Texts: a 1-D collection, or a 2-D array / frame of one text column (two for pairs).
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = True
-        return tags

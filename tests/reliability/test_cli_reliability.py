@@ -39,7 +39,7 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(cli, "SentenceEmbedder", refuse)
+    monkeypatch.setattr(cli, "_embedder", refuse)
 
 
 def assert_error(code: int, err: str, *fragments: str) -> None:

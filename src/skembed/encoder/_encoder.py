@@ -8,7 +8,9 @@ import importlib
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -276,12 +278,13 @@ class Encoder:
 
         source = self.spec.transformer_path
         # Loaded in float32, then cast: the weights on disk may be in any precision.
-        model = AutoModel.from_pretrained(
-            source,
-            trust_remote_code=self._trust_remote_code,
-            dtype=torch.float32,
-            use_safetensors=(source / "model.safetensors").is_file() or None,
-        )
+        with _quiet_transformers():
+            model = AutoModel.from_pretrained(
+                source,
+                trust_remote_code=self._trust_remote_code,
+                dtype=torch.float32,
+                use_safetensors=(source / "model.safetensors").is_file() or None,
+            )
         return model.to(device=device, dtype=dtype).eval()
 
     def _output_dimension(self) -> int:
@@ -381,11 +384,8 @@ class Encoder:
         EncodeResult
         """
         settings = settings or EncodeSettings()
-        max_seq_length, prompt = settings.max_seq_length, settings.prompt
-        normalize_embeddings = settings.normalize_embeddings
-        max_length = max_seq_length or self.default_max_seq_length
-        max_rows = batch_size or self.default_batch_size
-        max_tokens = max_batch_tokens or self.default_batch_tokens
+        max_length = settings.max_seq_length or self.default_max_seq_length
+        prompt = settings.prompt
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
         inputs = [prompt + text for text in texts] if prompt else list(texts)
@@ -394,36 +394,59 @@ class Encoder:
             if prompt and not self.spec.pooling.include_prompt
             else 0
         )
-        # A few batches per chunk: enough to overlap tokenizing with the model, few enough
-        # that the tokenized chunk stays small next to the output.
-        chunk = min(_CHUNK_TEXTS, max(1024, 8 * max_rows))
-        starts = list(range(0, len(inputs), chunk))
         bar = tqdm(total=len(inputs), desc="Encoding", unit="text", disable=not show_progress_bar)
-        with ThreadPoolExecutor(max_workers=1) as pool, bar, torch.inference_mode():
-
-            def prepare(start: int):
-                texts_ = inputs[start : start + chunk]
-                return pool.submit(self._prepare, start, texts_, max_length, max_rows, max_tokens)
-
-            pending = prepare(starts[0]) if starts else None
-            for index in range(len(starts)):
-                prepared = pending.result()
-                if index + 1 < len(starts):
-                    pending = prepare(starts[index + 1])
-                rows, outputs = [], []
-                for batch in prepared.batches:
-                    embeddings = self._forward_splitting_on_oom(batch, prompt_length)
-                    if normalize_embeddings:
-                        embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
-                    rows.append(batch.rows)
-                    outputs.append(embeddings)
-                    bar.update(len(batch.rows))
-                # One device-to-host copy per chunk keeps the accelerator busy in between.
-                out[prepared.start + np.concatenate(rows)] = torch.cat(outputs).cpu().numpy()
+        with bar, torch.inference_mode():
+            for prepared in self._prepared_chunks(
+                inputs,
+                max_length,
+                batch_size or self.default_batch_size,
+                max_batch_tokens or self.default_batch_tokens,
+            ):
+                rows, embeddings = self._run_chunk(
+                    prepared, prompt_length, settings.normalize_embeddings, bar
+                )
+                out[prepared.start + rows] = embeddings
                 truncated[prepared.start : prepared.start + len(prepared.truncated)] = (
                     prepared.truncated
                 )
         return EncodeResult(out, truncated)
+
+    def _prepared_chunks(
+        self, inputs: list[str], max_length: int, max_rows: int, max_tokens: int
+    ) -> Iterator[PreparedChunk]:
+        """Tokenized, batched chunks of ``inputs``, the next one prepared while this one runs."""
+        # A few batches per chunk: enough to overlap tokenizing with the model, few enough
+        # that the tokenized chunk stays small next to the output.
+        chunk = min(_CHUNK_TEXTS, max(1024, 8 * max_rows))
+        starts = range(0, len(inputs), chunk)
+        with ThreadPoolExecutor(max_workers=1) as worker:
+
+            def submit(start: int) -> Future[PreparedChunk]:
+                part = inputs[start : start + chunk]
+                return worker.submit(self._prepare, start, part, max_length, max_rows, max_tokens)
+
+            pending = submit(starts[0]) if starts else None
+            for index in range(len(starts)):
+                assert pending is not None
+                prepared = pending.result()
+                if index + 1 < len(starts):
+                    pending = submit(starts[index + 1])
+                yield prepared
+
+    def _run_chunk(
+        self, prepared: PreparedChunk, prompt_length: int, normalize: bool, bar: tqdm
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk's rows (relative to its start) and their embeddings, in batch order."""
+        rows, outputs = [], []
+        for batch in prepared.batches:
+            embeddings = self._forward_splitting_on_oom(batch, prompt_length)
+            if normalize:
+                embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
+            rows.append(batch.rows)
+            outputs.append(embeddings)
+            bar.update(len(batch.rows))
+        # One device-to-host copy per chunk keeps the accelerator busy in between.
+        return np.concatenate(rows), torch.cat(outputs).cpu().numpy()
 
     def _prepare(
         self, start: int, texts: list[str], max_length: int, max_rows: int, max_tokens: int
@@ -511,29 +534,14 @@ class Encoder:
             Saved as the default prompt ``"skembed"``.
         """
         import transformers
-        from safetensors.torch import save_file
 
         target = Path(path)
         target.mkdir(parents=True, exist_ok=True)
-        # A half-precision copy would save rounded weights: save the float32 original.
-        model = (
-            self.model
-            if self.dtype == torch.float32
-            else self._load_transformer(torch.device("cpu"), torch.float32)
-        )
-        model.save_pretrained(target)
+        with _quiet_transformers():
+            self._float32_transformer().save_pretrained(target)
         self.tokenizer.save_pretrained(target)
-        steps = self.spec.steps
-        if normalize and not isinstance(steps[-1], NormalizeSpec):
-            steps = (*steps, NormalizeSpec())
-        prompts, default_prompt_name = self.spec.prompts, self.spec.default_prompt_name
-        if prompt is not None:
-            prompts, default_prompt_name = {**prompts, "skembed": prompt}, "skembed"
-        spec = replace(
-            self.spec, steps=steps, prompts=prompts, default_prompt_name=default_prompt_name
-        )
         folders = write_folder_configs(
-            spec,
+            self._saved_spec(normalize, prompt),
             target,
             hidden_size=self.hidden_size,
             max_seq_length=max_seq_length,
@@ -544,12 +552,49 @@ class Encoder:
                 "pytorch": torch.__version__,
             },
         )
+        self._save_dense_weights(folders)
+
+    def _float32_transformer(self) -> torch.nn.Module:
+        # A half-precision copy would save rounded weights: save the float32 original.
+        if self.dtype == torch.float32:
+            return self.model
+        return self._load_transformer(torch.device("cpu"), torch.float32)
+
+    def _saved_spec(self, normalize: bool, prompt: str | None) -> FolderSpec:
+        """The folder spec with a final Normalize and a default prompt added as asked."""
+        steps = self.spec.steps
+        if normalize and not isinstance(steps[-1], NormalizeSpec):
+            steps = (*steps, NormalizeSpec())
+        prompts, default_prompt_name = self.spec.prompts, self.spec.default_prompt_name
+        if prompt is not None:
+            prompts, default_prompt_name = {**prompts, "skembed": prompt}, "skembed"
+        return replace(
+            self.spec, steps=steps, prompts=prompts, default_prompt_name=default_prompt_name
+        )
+
+    def _save_dense_weights(self, folders: list[Path]) -> None:
+        from safetensors.torch import save_file
+
         # The layout numbers module folders by position: dense weights go where the configs went.
         for position, dense in self._dense.items():
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in dense.state_dict().items()},
                 folders[position] / "model.safetensors",
             )
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" bars: loading a model is not news."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def _skembed_version() -> str:

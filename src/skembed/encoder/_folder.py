@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from ._pooling import POOLING_MODES
+
 __all__ = [
-    "POOLING_MODES",
     "DenseSpec",
     "FolderSpec",
     "NormalizeSpec",
@@ -25,7 +26,6 @@ __all__ = [
     "write_folder_configs",
 ]
 
-POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 
 # Legacy boolean keys of 1_Pooling/config.json, in the order the reference concatenates them.
 _LEGACY_POOLING_KEYS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from ._encoder import Encoder, EncodeResult, EncodeSettings, load_encoder
+from ._folder import FolderSpec
 
 __all__ = ["EncoderGroup", "load_encoders"]
 
@@ -17,8 +19,10 @@ __all__ = ["EncoderGroup", "load_encoders"]
 class EncoderGroup:
     """The same model on several devices, encoding shards of the input in parallel.
 
-    Every attribute other than :meth:`encode` is the first encoder's: the
-    model, settings and output are the same on every device.
+    It offers what the estimators use of an :class:`Encoder`, and nothing
+    else: :meth:`encode`, :meth:`save`, and the model's description, which is
+    the same on every device (it is read from the first one). ``device`` is
+    the first device; the cache keys embeddings by its type.
 
     Parameters
     ----------
@@ -27,10 +31,34 @@ class EncoderGroup:
     """
 
     def __init__(self, encoders: list[Encoder]) -> None:
+        fingerprints = {encoder.fingerprint for encoder in encoders}
+        dtypes = {encoder.dtype for encoder in encoders}
+        if len(fingerprints) != 1 or len(dtypes) != 1:
+            raise ValueError(
+                "The encoders of a group must hold the same model files in the same dtype; got "
+                f"fingerprints {sorted(f[:12] for f in fingerprints)} and dtypes {dtypes}."
+            )
         self.encoders = encoders
+        first = encoders[0]
+        self.fingerprint: str = first.fingerprint
+        self.spec: FolderSpec = first.spec
+        self.device: torch.device = first.device
+        self.dtype: torch.dtype = first.dtype
+        self.embedding_dimension: int = first.embedding_dimension
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.encoders[0], name)
+    @property
+    def default_max_seq_length(self) -> int:
+        """The model's token limit (see :attr:`Encoder.default_max_seq_length`)."""
+        return self.encoders[0].default_max_seq_length
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        """The longest input the model allows (see :attr:`Encoder.max_position_embeddings`)."""
+        return self.encoders[0].max_position_embeddings
+
+    def save(self, path: str | os.PathLike[str], **options: Any) -> None:
+        """Save the model once; same arguments as :meth:`Encoder.save`."""
+        self.encoders[0].save(path, **options)
 
     def encode(
         self, texts: list[str], settings: EncodeSettings | None = None, **kwargs: Any

@@ -1,10 +1,15 @@
-"""Pooling: token embeddings of a padded batch -> one vector per text."""
+"""Pooling: token embeddings of a padded batch -> one vector per text.
+
+One function per mode, in one table (``POOLERS``); a new pooling mode is a new entry.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["pool"]
+__all__ = ["POOLERS", "POOLING_MODES", "pool"]
 
 
 def _first_real_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -16,6 +21,70 @@ def _without_prompt(mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
     positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
     start = (_first_real_positions(mask) + prompt_length).unsqueeze(1)
     return mask.masked_fill(positions < start, 0)
+
+
+def _weighted_sum(tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum of the token rows of each text with per-token weights, as one batched product.
+
+    ``weights`` has shape (batch, seq); the product accumulates in float32 or wider.
+    """
+    acc = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
+    return torch.bmm(weights.to(acc).unsqueeze(1), tokens.to(acc)).squeeze(1)
+
+
+def _cls(tokens: torch.Tensor, mask: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
+    index = _first_real_positions(mask)
+    return tokens[torch.arange(len(index), device=tokens.device), index]
+
+
+def _max(tokens: torch.Tensor, mask: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
+    return tokens.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
+
+
+def _mean(tokens: torch.Tensor, mask: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
+    count = torch.clamp(mask.sum(dim=1, dtype=torch.float32), min=1e-9).unsqueeze(1)
+    return (_weighted_sum(tokens, mask) / count).to(tokens.dtype)
+
+
+def _mean_sqrt_len(
+    tokens: torch.Tensor, mask: torch.Tensor, full_mask: torch.Tensor
+) -> torch.Tensor:
+    count = torch.clamp(mask.sum(dim=1, dtype=torch.float32), min=1e-9).unsqueeze(1)
+    return (_weighted_sum(tokens, mask) / torch.sqrt(count)).to(tokens.dtype)
+
+
+def _weightedmean(
+    tokens: torch.Tensor, mask: torch.Tensor, full_mask: torch.Tensor
+) -> torch.Tensor:
+    positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=torch.float32)
+    # Position weights count from the first real token, also under left padding.
+    positions = positions.unsqueeze(0) - _first_real_positions(full_mask).unsqueeze(1)
+    weights = mask.to(torch.float32) * positions
+    total = _weighted_sum(tokens, weights)
+    return (total / torch.clamp(weights.sum(dim=1, keepdim=True), min=1e-9)).to(tokens.dtype)
+
+
+def _lasttoken(tokens: torch.Tensor, mask: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
+    seq_len = mask.shape[1]
+    found, from_end = mask.flip(1).max(dim=1)
+    from_end = torch.where(found == 0, seq_len - 1, from_end)
+    index = seq_len - from_end - 1
+    masked = tokens * mask.unsqueeze(-1).to(tokens.dtype)
+    return masked[torch.arange(len(index), device=tokens.device), index]
+
+
+Pooler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Each takes (token embeddings, mask without the prompt, full attention mask).
+POOLERS: dict[str, Pooler] = {
+    "cls": _cls,
+    "max": _max,
+    "mean": _mean,
+    "mean_sqrt_len_tokens": _mean_sqrt_len,
+    "weightedmean": _weightedmean,
+    "lasttoken": _lasttoken,
+}
+POOLING_MODES = tuple(POOLERS)
 
 
 def pool(
@@ -32,50 +101,24 @@ def pool(
     attention_mask : Tensor of shape (batch, seq)
         1 for real tokens, 0 for padding.
     modes : tuple of str
-        Pooling modes, concatenated in this order: ``cls``, ``max``, ``mean``,
-        ``mean_sqrt_len_tokens``, ``weightedmean``, ``lasttoken``.
+        Keys of :data:`POOLERS`, concatenated in the given order.
     prompt_length : int, default=0
         Number of leading prompt tokens to leave out of the pooling.
 
     Returns
     -------
     Tensor of shape (batch, hidden * len(modes))
+
+    Raises
+    ------
+    ValueError
+        For a mode that is not in :data:`POOLERS`.
     """
-    full_mask = attention_mask
     mask = _without_prompt(attention_mask, prompt_length) if prompt_length else attention_mask
-    dtype = token_embeddings.dtype
-    # Half-precision sums lose digits over long texts; accumulate in float32.
-    acc_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     outputs = []
     for mode in modes:
-        if mode == "cls":
-            index = _first_real_positions(mask)
-            outputs.append(token_embeddings[torch.arange(len(index)), index])
-        elif mode == "max":
-            masked = token_embeddings.masked_fill(mask.unsqueeze(-1) == 0, float("-inf"))
-            outputs.append(masked.max(dim=1).values)
-        elif mode in ("mean", "mean_sqrt_len_tokens"):
-            weights = mask.unsqueeze(-1).to(dtype)
-            total = (token_embeddings * weights).sum(dim=1, dtype=acc_dtype)
-            count = torch.clamp(weights.sum(dim=1, dtype=acc_dtype), min=1e-9)
-            denominator = count if mode == "mean" else torch.sqrt(count)
-            outputs.append((total / denominator).to(dtype))
-        elif mode == "weightedmean":
-            positions = torch.arange(
-                1, token_embeddings.shape[1] + 1, device=token_embeddings.device, dtype=acc_dtype
-            ).view(1, -1, 1)
-            # Position weights count from the first real token, also under left padding.
-            positions = positions - _first_real_positions(full_mask).view(-1, 1, 1)
-            weights = mask.unsqueeze(-1).to(acc_dtype) * positions
-            total = (token_embeddings * weights).sum(dim=1)
-            outputs.append((total / torch.clamp(weights.sum(dim=1), min=1e-9)).to(dtype))
-        elif mode == "lasttoken":
-            seq_len = mask.shape[1]
-            found, from_end = mask.flip(1).max(dim=1)
-            from_end = torch.where(found == 0, seq_len - 1, from_end)
-            index = seq_len - from_end - 1
-            masked = token_embeddings * mask.unsqueeze(-1).to(dtype)
-            outputs.append(masked[torch.arange(len(index)), index])
-        else:
-            raise ValueError(f"Unknown pooling mode {mode!r}.")
+        pooler = POOLERS.get(mode)
+        if pooler is None:
+            raise ValueError(f"Unknown pooling mode {mode!r}; expected one of {list(POOLERS)}.")
+        outputs.append(pooler(token_embeddings, mask, attention_mask))
     return torch.cat(outputs, dim=-1)

@@ -1,0 +1,79 @@
+"""Similarity speed: sentence-transformers' util functions vs skembed, side by side.
+
+Random float32 embeddings of dimension 384 (as all-MiniLM-L6-v2's), X against Y of the
+same size, for each metric and size. Both sides get the same torch tensors; runs
+alternate between the two; each figure is the median of --repeats runs after a warm-up.
+Prints the median times, skembed's speed as a multiple of the reference's (above 1: skembed
+is faster), and the largest difference between the two results.
+
+    python benchmarks/similarity_speed.py --sizes 1000 3000 10000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from skembed import similarity
+from skembed._device import cpu_features
+
+REFERENCE = {
+    "cosine": "cos_sim",
+    "dot": "dot_score",
+    "euclidean": "euclidean_sim",
+    "manhattan": "manhattan_sim",
+}
+
+
+def median_time(fn, args: tuple, repeats: int) -> float:
+    fn(*args)  # warm-up: first-call allocations and kernel selection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
+    return similarity(x, y, metric=metric)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--metrics", nargs="+", default=list(REFERENCE))
+    args = parser.parse_args()
+
+    from sentence_transformers import util
+
+    print(f"CPU: {cpu_features()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{'metric':10s} {'rows':>6s} {'reference s':>12s} {'skembed s':>10s} "
+        f"{'speed vs ref':>12s} {'max |diff|':>10s}"
+    )
+    generator = torch.Generator().manual_seed(0)
+    for n in args.sizes:
+        x = torch.randn(n, args.dim, generator=generator)
+        y = torch.randn(n, args.dim, generator=generator)
+        for metric in args.metrics:
+            reference_fn = getattr(util, REFERENCE[metric])
+            ref_times, our_times = [], []
+            for _ in range(2):  # alternate, so drifts in machine load hit both sides
+                ref_times.append(median_time(reference_fn, (x, y), args.repeats))
+                our_times.append(median_time(ours, (x, y, metric), args.repeats))
+            ref_s, our_s = statistics.median(ref_times), statistics.median(our_times)
+            diff = (reference_fn(x, y) - similarity(x, y, metric=metric)).abs().max().item()
+            print(
+                f"{metric:10s} {n:6d} {ref_s:12.4f} {our_s:10.4f} "
+                f"{ref_s / our_s:11.2f}x {diff:10.1e}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""What a new user meets first: warnings at their own line, honest precision, a quiet load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.pipeline import Pipeline
+
+import skembed
+import skembed._device as device_module
+from skembed import SentenceEmbedder, TruncationWarning
+
+LONG = "the cat sits in the garden and the dog plays with the new guitar"
+
+
+def caught(run) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        run()
+    return [r for r in records if issubclass(r.category, TruncationWarning)]
+
+
+@pytest.mark.parametrize("route", ["transform", "fit_transform", "pipeline"])
+def test_truncation_warning_points_at_the_callers_line(tiny_model, route):
+    embedder = SentenceEmbedder(tiny_model, device="cpu", max_seq_length=6)
+    texts = ["cat", LONG, "dog", LONG]
+    if route == "transform":
+        embedder.fit()
+        records = caught(lambda: embedder.transform(texts))
+    elif route == "fit_transform":
+        records = caught(lambda: embedder.fit_transform(texts))
+    else:
+        pipeline = Pipeline([("embed", embedder)])
+        records = caught(lambda: pipeline.fit_transform(texts))
+    assert len(records) == 1
+    assert Path(records[0].filename) == Path(__file__)
+    assert records[0].message.positions == [1, 3]
+    assert "rows 1, 3" in str(records[0].message)
+
+
+def test_truncation_warning_lists_all_rows_and_shows_the_first_five(tiny_model):
+    embedder = SentenceEmbedder(tiny_model, device="cpu", max_seq_length=6, missing="zero")
+    embedder.fit()
+    texts = [None, *([LONG, "cat"] * 4)]  # rows 1, 3, 5, 7 cut; 0 missing
+    texts += [LONG, LONG]  # rows 9, 10
+    (record,) = caught(lambda: embedder.transform(texts))
+    assert record.message.positions == [1, 3, 5, 7, 9, 10]
+    assert "rows 1, 3, 5, 7, 9, ..." in str(record.message)
+
+
+def test_bfloat16_without_bfloat16_units_warns_once(monkeypatch):
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(device_module, "_WARNED_BFLOAT16", False)
+    cpu = torch.device("cpu")
+    with pytest.warns(UserWarning, match="without bfloat16 units") as records:
+        assert device_module.resolve_dtype("bfloat16", cpu) == torch.bfloat16
+        device_module.resolve_dtype("bfloat16", cpu)
+    assert len([r for r in records if "bfloat16 units" in str(r.message)]) == 1
+    assert Path(records[0].filename) == Path(__file__)
+
+
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_bfloat16_with_bfloat16_units_is_silent(monkeypatch, flag):
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: {"avx2", flag})
+    monkeypatch.setattr(device_module, "_WARNED_BFLOAT16", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert device_module.resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+        # float32 never warns, whatever the CPU.
+        device_module.resolve_dtype("float32", torch.device("cpu"))
+
+
+def test_cpu_features_names_the_flags_that_matter(monkeypatch):
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: {"avx2", "sse4_2", "amx_bf16"})
+    described = device_module.cpu_features()
+    assert described.endswith(": avx2 amx_bf16")
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: set())
+    assert "none of avx2" in device_module.cpu_features()
+
+
+def test_loading_a_model_prints_nothing(make_tiny_model, capfd):
+    folder = make_tiny_model(seed=11)
+    capfd.readouterr()
+    SentenceEmbedder(folder, device="cpu").fit().transform(["a cat"])
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "Loading" not in err and "%" not in err, err
+
+
+def test_import_loads_no_torch_and_version_matches():
+    code = (
+        "import sys, skembed; assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'sklearn' not in sys.modules, 'sklearn imported'; print(skembed.__version__)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == skembed.__version__
+    cli = subprocess.run(
+        [sys.executable, "-m", "skembed", "--version"], capture_output=True, text=True
+    )
+    assert cli.stdout.strip() == f"skembed {skembed.__version__}"
+
+
+def test_private_modules_are_modules_and_public_names_are_re_exported():
+    import types
+
+    import skembed._similarity as module
+
+    assert isinstance(module, types.ModuleType)
+    assert skembed.similarity is module.similarity
+    assert skembed.paired_similarity is module.paired_similarity
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("pairwise_similarity", "paired_similarity"), ("PairSimilarity", "PairedSimilarity")],
+)
+def test_deprecated_names_warn_and_give_the_new_object(old, new):
+    with pytest.warns(FutureWarning, match=f"skembed.{old} is deprecated.*skembed.{new}"):
+        value = getattr(skembed, old)
+    assert value is getattr(skembed, new)
+
+
+def test_deprecated_pair_similarity_method_warns_and_agrees(tiny_model):
+    embedder = SentenceEmbedder(tiny_model, device="cpu").fit()
+    pairs = [("a cat", "a dog"), ("the man", "the woman")]
+    with pytest.warns(FutureWarning, match="similarity_pairwise"):
+        old = embedder.pair_similarity(pairs)
+    np.testing.assert_array_equal(old, embedder.similarity_pairwise(pairs))

@@ -8,7 +8,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from conftest import METRICS
 
+import skembed
 from skembed import SentenceEmbedder
 from skembed.cache import clear_cache
 from skembed.cli import main
@@ -69,7 +72,8 @@ def test_encode_formats(capsys, tiny_model, tmp_path):
                 *extra,
             )
             assert code == 0, err
-            assert "Encoding" in err and "wrote 3 x 32" in err  # progress on stderr
+            # stderr is not a terminal here: no progress bar, only the summary line.
+            assert "wrote 3 x 32" in err and "Encoding" not in err
             if suffix == ".npy":
                 got = np.load(out)
             elif suffix == ".csv":
@@ -125,8 +129,37 @@ def test_similarity_with_real_model_prints_seed_value(capsys):
 
 
 @pytest.mark.integration
-def test_evaluate_stsb_prints_published_spearman(capsys):
+def test_evaluate_stsb_prints_published_spearman_and_reference_pearson(
+    capsys, real_model, stsb_test
+):
+    from scipy.stats import pearsonr, spearmanr
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SimilarityFunction as ReferenceFunction
+
     code, out, _ = run(capsys, "evaluate", "stsb", "--split", "test", "--device", "cpu")
     assert code == 0
-    cosine = next(line for line in out.splitlines() if line.startswith("cosine"))
-    assert cosine.split()[1:] == ["82.03", "82.74"]
+    printed = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
+    assert list(printed) == METRICS
+    # The published figure (MTEB, STSBenchmark test, cosine Spearman x 100).
+    assert printed["cosine"][0] == "82.03"
+    # Every figure is that of the reference library's embeddings, to the printed 2 decimals.
+    reference = SentenceTransformer(str(real_model), device="cpu")
+    first = torch.from_numpy(reference.encode(stsb_test["sentence1"].tolist()))
+    second = torch.from_numpy(reference.encode(stsb_test["sentence2"].tolist()))
+    gold = stsb_test["score"].to_numpy()
+    for metric in METRICS:
+        scores = ReferenceFunction.to_similarity_pairwise_fn(metric)(first, second).numpy()
+        expected = [100 * spearmanr(scores, gold).statistic, 100 * pearsonr(scores, gold).statistic]
+        assert [float(v) for v in printed[metric]] == pytest.approx(expected, abs=0.0051), metric
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"skembed {skembed.__version__}\n"
+    result = subprocess.run(
+        ["skembed", "--version"], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"skembed {skembed.__version__}\n"

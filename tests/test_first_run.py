@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import warnings
@@ -133,3 +134,52 @@ def test_deprecated_pair_similarity_method_warns_and_agrees(tiny_model):
     with pytest.warns(FutureWarning, match="similarity_pairwise"):
         old = embedder.pair_similarity(pairs)
     np.testing.assert_array_equal(old, embedder.similarity_pairwise(pairs))
+
+
+def test_progress_bar_counts_every_input_text(tiny_model, monkeypatch, fresh_cache):
+    import skembed.cache as cache_module
+
+    bars = []
+
+    class Recording:
+        def __init__(self, total, disable, **kwargs):
+            self.total, self.n, self.disable = total, 0, disable
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(cache_module, "tqdm", Recording)
+    embedder = SentenceEmbedder(tiny_model, device="cpu", show_progress_bar=True).fit()
+    embedder.transform(["a cat", "a dog"])  # now cached
+    texts = ["a cat", "the man", "a cat", "a dog", "the man", "a new tv"]  # hits and repeats
+    embedder.transform(texts)
+    assert (bars[-1].total, bars[-1].n, bars[-1].disable) == (6, 6, False)
+    # Spread over two devices, each device's rows still count once.
+    spread = SentenceEmbedder(tiny_model, device=["cpu", "cpu"], show_progress_bar=True).fit()
+    spread.transform([f"text {i}" for i in range(9)] * 2)
+    assert (bars[-1].total, bars[-1].n) == (18, 18)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_evaluate_shows_progress_on_a_terminal_unless_quiet(tiny_model, monkeypatch, quiet):
+    from skembed import cli
+    from skembed.cache import clear_cache
+
+    clear_cache()
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["evaluate", "stsb", "--model", str(tiny_model), "--device", "cpu"]
+    assert cli.main(argv + (["--quiet"] if quiet else [])) == 0
+    assert ("Encoding" in terminal.getvalue()) != quiet, terminal.getvalue()[-300:]

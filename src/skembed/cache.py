@@ -37,6 +37,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+from tqdm.auto import tqdm
 
 from .encoder import Encoder, EncodeSettings
 
@@ -836,6 +837,7 @@ def encode_cached(
     settings: EncodeSettings | None = None,
     *,
     store: DiskEmbeddingStore | None = None,
+    show_progress_bar: bool = False,
     **run_options: Any,
 ) -> CachedEncoding:
     """Encode texts, each distinct text at most once, through the caches.
@@ -854,9 +856,12 @@ def encode_cached(
         Options that change an embedding; all of them are part of the cache key.
     store : DiskEmbeddingStore, optional
         The persistent store, if any.
+    show_progress_bar : bool, default=False
+        Show a tqdm bar on stderr that counts the input texts, those found in a
+        cache and repeats included, so that it ends at ``len(texts)``.
     **run_options
-        ``batch_size``, ``max_batch_tokens``, ``show_progress_bar`` of
-        :meth:`Encoder.encode`: how the work runs, not what it computes.
+        ``batch_size`` and ``max_batch_tokens`` of :meth:`Encoder.encode`:
+        how the work runs, not what it computes.
 
     Returns
     -------
@@ -890,7 +895,26 @@ def encode_cached(
             if caching:
                 cache.put(namespace, disk_texts, disk[1], disk[2])
             pending, missing = pending[~on_disk], [missing[i] for i in np.flatnonzero(~on_disk)]
-    result = encoder.encode(missing, settings, **run_options) if missing else None
+    with tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+        # Each unique text stands for all its repeats in the input.
+        repeats = (
+            np.ones(len(unique), dtype=np.int64)
+            if inverse is None
+            else np.bincount(inverse, minlength=len(unique))
+        )
+        bar.update(len(texts) - int(repeats[pending].sum()))
+        result = (
+            encoder.encode(
+                missing,
+                settings,
+                progress=(lambda rows: bar.update(int(repeats[pending[rows]].sum())))
+                if show_progress_bar
+                else None,
+                **run_options,
+            )
+            if missing
+            else None
+        )
     if result is not None:
         if caching:
             cache.put(namespace, missing, result.embeddings, result.truncated)

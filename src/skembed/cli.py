@@ -24,8 +24,10 @@ __all__ = ["main"]
 _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 _INPUT_SUFFIXES = (".txt", *_TABLE_SUFFIXES)
 _OUTPUT_SUFFIXES = (".npy", ".parquet", ".csv")
-# The packages a file format needs beyond skembed's own: each group is a set of alternatives.
+# The packages a file format needs beyond skembed's own (each group is a set of
+# alternatives), and the extra of skembed that installs them.
 _FORMAT_NEEDS = {".csv": (("pandas",),), ".parquet": (("pandas",), ("pyarrow", "fastparquet"))}
+_FORMAT_EXTRAS = {".csv": "pandas", ".parquet": "parquet"}
 _DEFAULT_MISSING = MISSING_POLICIES[0]
 
 
@@ -38,6 +40,8 @@ def _embedder(args: argparse.Namespace, **params) -> Any:
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
+        # Progress is for a person watching: on a terminal, unless --quiet.
+        show_progress_bar=not args.quiet and sys.stderr.isatty(),
         **params,
     ).fit()
 
@@ -222,7 +226,8 @@ def _check_dependencies(path: Path, role: str) -> None:
         if not any(_importable(name) for name in alternatives):
             raise ImportError(
                 f"{role} {path} is a {suffix} file, which needs {' or '.join(alternatives)}; "
-                f"not installed (pip install {alternatives[0]})."
+                f"not installed: pip install 'skembed[{_FORMAT_EXTRAS[suffix]}]' (or pip "
+                f"install {alternatives[0]})."
             )
 
 
@@ -269,9 +274,7 @@ def _encode(args: argparse.Namespace) -> None:
     data = _read_input(source, args.column, args.id_column)
     if not allows_missing(args.missing):
         _refuse_missing(source, data, args.column)
-    embedder = _embedder(
-        args, show_progress_bar=True, normalize_embeddings=args.normalize, missing=args.missing
-    )
+    embedder = _embedder(args, normalize_embeddings=args.normalize, missing=args.missing)
     columns = [str(c) for c in embedder.get_feature_names_out()]
     id_name = args.id_column or "row"
     if output.suffix.lower() != ".npy" and id_name in columns:
@@ -323,6 +326,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--batch-size", type=int, default=None, help="texts per batch (default: by device)"
+    )
+    common.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress bar (default: a progress bar when stderr is a terminal)",
     )
 
     parser = argparse.ArgumentParser(

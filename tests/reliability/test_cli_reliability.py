@@ -198,10 +198,10 @@ def test_id_column_is_refused_where_it_cannot_be_kept(encode, no_model, tmp_path
 @pytest.mark.parametrize(
     ("source", "output", "absent", "needed"),
     [
-        ("in.txt", "out.parquet", ["pyarrow", "fastparquet"], "pip install pyarrow"),
-        ("in.txt", "out.csv", ["pandas"], "pip install pandas"),
-        ("in.csv", "out.npy", ["pandas"], "pip install pandas"),
-        ("in.parquet", "out.npy", ["pyarrow", "fastparquet"], "pip install pyarrow"),
+        ("in.txt", "out.parquet", ["pyarrow", "fastparquet"], "pip install 'skembed[parquet]'"),
+        ("in.txt", "out.csv", ["pandas"], "pip install 'skembed[pandas]'"),
+        ("in.csv", "out.npy", ["pandas"], "pip install 'skembed[pandas]'"),
+        ("in.parquet", "out.npy", ["pyarrow", "fastparquet"], "pip install 'skembed[parquet]'"),
     ],
 )
 def test_missing_format_dependency_is_refused_before_loading_the_model(

@@ -8,7 +8,7 @@ import importlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ._batching import Batch, PreparedChunk, pad_batch, plan_batches
 from ._folder import (
@@ -356,7 +355,7 @@ class Encoder:
         *,
         batch_size: int | None = None,
         max_batch_tokens: int | None = None,
-        show_progress_bar: bool = False,
+        progress: Callable[[np.ndarray], None] | None = None,
     ) -> EncodeResult:
         """Encode texts into float32 embeddings, returned in input order.
 
@@ -376,8 +375,9 @@ class Encoder:
         max_batch_tokens : int, optional
             Most padded tokens per batch; default :attr:`default_batch_tokens`.
             A single text always fits.
-        show_progress_bar : bool, default=False
-            Show a tqdm bar over texts on stderr.
+        progress : callable, optional
+            Called after each batch with the positions (in ``texts``) it
+            encoded, e.g. to advance a progress bar.
 
         Returns
         -------
@@ -394,8 +394,7 @@ class Encoder:
             if prompt and not self.spec.pooling.include_prompt
             else 0
         )
-        bar = tqdm(total=len(inputs), desc="Encoding", unit="text", disable=not show_progress_bar)
-        with bar, torch.inference_mode():
+        with torch.inference_mode():
             for prepared in self._prepared_chunks(
                 inputs,
                 max_length,
@@ -403,7 +402,7 @@ class Encoder:
                 max_batch_tokens or self.default_batch_tokens,
             ):
                 rows, embeddings = self._run_chunk(
-                    prepared, prompt_length, settings.normalize_embeddings, bar
+                    prepared, prompt_length, settings.normalize_embeddings, progress
                 )
                 out[prepared.start + rows] = embeddings
                 truncated[prepared.start : prepared.start + len(prepared.truncated)] = (
@@ -434,7 +433,11 @@ class Encoder:
                 yield prepared
 
     def _run_chunk(
-        self, prepared: PreparedChunk, prompt_length: int, normalize: bool, bar: tqdm
+        self,
+        prepared: PreparedChunk,
+        prompt_length: int,
+        normalize: bool,
+        progress: Callable[[np.ndarray], None] | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The chunk's rows (relative to its start) and their embeddings, in batch order."""
         rows, outputs = [], []
@@ -444,7 +447,8 @@ class Encoder:
                 embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
             rows.append(batch.rows)
             outputs.append(embeddings)
-            bar.update(len(batch.rows))
+            if progress is not None:
+                progress(prepared.start + batch.rows)
         # One device-to-host copy per chunk keeps the accelerator busy in between.
         return np.concatenate(rows), torch.cat(outputs).cpu().numpy()
 

@@ -65,13 +65,15 @@ class EncoderGroup:
     ) -> EncodeResult:
         """Encode texts across the devices; same arguments and result as :meth:`Encoder.encode`."""
         shards = _balanced_shards(texts, len(self.encoders))
+        progress = kwargs.pop("progress", None)
+
+        def run(encoder: Encoder, shard: np.ndarray) -> EncodeResult:
+            # A shard's positions are its own: report them as positions in ``texts``.
+            report = None if progress is None else (lambda rows: progress(shard[rows]))
+            return encoder.encode([texts[i] for i in shard], settings, progress=report, **kwargs)
+
         with ThreadPoolExecutor(max_workers=len(self.encoders)) as pool:
-            results = list(
-                pool.map(
-                    lambda job: job[0].encode([texts[i] for i in job[1]], settings, **kwargs),
-                    zip(self.encoders, shards, strict=True),
-                )
-            )
+            results = list(pool.map(run, self.encoders, shards))
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
         for rows, result in zip(shards, results, strict=True):

@@ -7,6 +7,7 @@ text pairs a two-column frame, an ``(n, 2)`` array or a list of 2-tuples.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Any
@@ -96,7 +97,12 @@ def _is_missing(value: Any) -> bool:
 def _check_texts(
     values: list[Any], labels: list[Any] | None, what: str, allow_missing: bool
 ) -> list[str | None]:
-    texts: list[str | None] = []
+    if set(map(type, values)) <= {str}:
+        # The common case, checked without a Python-level loop: plain str throughout.
+        texts: list[str | None] = list(values)
+        _check_unicode(texts, labels, what)
+        return texts
+    texts = []
     for position, value in enumerate(values):
         if isinstance(value, str):
             # numpy str_ and other str subclasses become plain str.
@@ -124,8 +130,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _check_unicode(texts: list[str | None], labels: list[Any] | None, what: str) -> None:
     """Refuse texts that cannot be encoded as UTF-8 (lone surrogates), naming the position."""
-    # A search, not an encode: no copy of the texts, however long they are.
-    if any(map(_SURROGATE.search, filter(None, texts))):
+    # A search, not an encode: no copy of the texts, however long they are. ASCII texts
+    # (a flag CPython keeps on every str) cannot hold surrogates: only the others are searched.
+    present = filter(None, texts)
+    if any(map(_SURROGATE.search, itertools.filterfalse(str.isascii, present))):
         for position, text in enumerate(texts):
             if text is None:
                 continue

@@ -101,6 +101,12 @@ class CacheHits:
         slots = self.slots[positions]
         block_ids = slots >> _ROW_BITS
         rows = slots & ((1 << _ROW_BITS) - 1)
+        if len(self._blocks) == 1 and len(positions) == len(embeddings):
+            # Every row from one block: gathered straight into the output, in one pass.
+            (block,) = self._blocks.values()
+            np.take(block.embeddings, rows, axis=0, out=embeddings)
+            np.take(block.truncated, rows, out=truncated)
+            return
         for block_id, block in self._blocks.items():
             mine = block_ids == block_id
             embeddings[positions[mine]] = block.embeddings[rows[mine]]

@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny random BERT in the model-folder format, the real model, STSb."""
+"""Shared fixtures and helpers: a tiny random BERT in the model-folder format, the real model,
+STSb, a fresh embedding cache, the metric names and generated sentences.
+
+Test modules import the plain helpers with ``from conftest import METRICS, sentences``."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import os
 import string
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
 
@@ -18,6 +22,38 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 settings.register_profile("skembed", max_examples=200, deadline=None)
 settings.register_profile("long", max_examples=5000, deadline=None)
 settings.load_profile("long" if os.environ.get("SKEMBED_FUZZ", "").strip() == "long" else "skembed")
+
+# The four similarity functions, in the order of the reference library's documentation.
+METRICS = ["cosine", "dot", "euclidean", "manhattan"]
+# Words of the tiny model's vocabulary, for generated sentences.
+WORDS = ["the", "cat", "dog", "sits", "plays", "garden", "man", "woman", "tv", "guitar", "new"]
+
+
+def sentences(n: int, seed: int = 0, *, varied: bool = False) -> list[str]:
+    """``n`` sentences of :data:`WORDS`, the same for the same seed.
+
+    Five words and the row number each (all distinct) by default; with ``varied=True``, 1 to
+    29 words each (lengths spread over several batches, duplicates possible, no numbers).
+    """
+    rng = np.random.default_rng(seed)
+    if varied:
+        return [" ".join(rng.choice(WORDS, rng.integers(1, 30))) for _ in range(n)]
+    return [" ".join(rng.choice(WORDS, 5)) + f" {i}" for i in range(n)]
+
+
+@pytest.fixture
+def fresh_cache():
+    """An empty in-process embedding cache at its default bound, before and after the test.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("fresh_cache")``.
+    """
+    from skembed.cache import DEFAULT_CACHE_BYTES, clear_cache, set_cache_limit
+
+    clear_cache()
+    yield
+    clear_cache()
+    set_cache_limit(DEFAULT_CACHE_BYTES)
+
 
 _WORDS = (
     "the a an is are was to of and in on it he she they we you i this that with for at by "
@@ -34,6 +70,8 @@ def build_tiny_model(
     normalize: bool = True,
     normalize_folder: bool = False,
     dense: bool = False,
+    dense_out_features: int = 16,
+    dense_use_residual: bool = False,
     similarity_fn_name: str | None = None,
     prompts: dict[str, str] | None = None,
     default_prompt_name: str | None = None,
@@ -41,9 +79,16 @@ def build_tiny_model(
     max_seq_length: int | None = 24,
     do_lower_case: bool = False,
     st_format: bool = True,
+    padding_side: str = "right",
+    position_free: bool = False,
     seed: int = 0,
 ) -> Path:
-    """Write a randomly initialised 2-layer BERT (hidden size 32) as a model folder."""
+    """Write a randomly initialised 2-layer BERT (hidden size 32) as a model folder.
+
+    ``padding_side="left"`` saves a tokenizer that pads on the left. ``position_free=True``
+    zeroes the position embeddings, so that a token's output does not depend on where padding
+    puts it: left and right padding then give the same embeddings.
+    """
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -52,7 +97,9 @@ def build_tiny_model(
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters]
     vocab += [f"##{c}" for c in string.ascii_lowercase + string.digits] + _WORDS
     tokenizer = BertTokenizerFast(
-        vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True
+        vocab={token: i for i, token in enumerate(vocab)},
+        do_lower_case=True,
+        padding_side=padding_side,
     )
     tokenizer.model_max_length = 64
     tokenizer.save_pretrained(path)
@@ -66,7 +113,11 @@ def build_tiny_model(
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    BertModel(config).eval().save_pretrained(path)
+    model = BertModel(config).eval()
+    if position_free:
+        with torch.no_grad():
+            model.embeddings.position_embeddings.weight.zero_()
+    model.save_pretrained(path)
     if not st_format:
         return path
 
@@ -101,21 +152,22 @@ def build_tiny_model(
         dense_dir = path / "2_Dense"
         dense_dir.mkdir(exist_ok=True)
         in_features = 32 * len(modes)
-        (dense_dir / "config.json").write_text(
-            json.dumps(
-                {
-                    "in_features": in_features,
-                    "out_features": 16,
-                    "bias": True,
-                    "activation_function": "torch.nn.modules.activation.Tanh",
-                }
-            )
-        )
-        linear = torch.nn.Linear(in_features, 16)
-        save_file(
-            {"linear.weight": linear.weight.detach(), "linear.bias": linear.bias.detach()},
-            dense_dir / "model.safetensors",
-        )
+        dense_config = {
+            "in_features": in_features,
+            "out_features": dense_out_features,
+            "bias": True,
+            "activation_function": "torch.nn.modules.activation.Tanh",
+        }
+        if dense_use_residual:
+            dense_config["use_residual"] = True
+        (dense_dir / "config.json").write_text(json.dumps(dense_config))
+        linear = torch.nn.Linear(in_features, dense_out_features)
+        weights = {"linear.weight": linear.weight.detach(), "linear.bias": linear.bias.detach()}
+        if dense_use_residual and in_features != dense_out_features:
+            # The residual of another width goes through a projection of its own.
+            residual = torch.nn.Linear(in_features, dense_out_features, bias=False)
+            weights["residual.weight"] = residual.weight.detach()
+        save_file(weights, dense_dir / "model.safetensors")
         modules.append(
             {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
         )

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import warnings
+from html import unescape
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import METRICS
+from scipy.stats import rankdata, spearmanr
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
@@ -21,7 +25,6 @@ from skembed import SentenceEmbedder, SimilarityFunction, paired_similarity, sim
 from skembed.encoder import load_encoder
 
 TEXTS = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
-METRICS = ["cosine", "dot", "euclidean", "manhattan"]
 
 
 @pytest.fixture
@@ -146,33 +149,61 @@ def test_similarity_methods_accept_texts_and_embeddings(embedder):
     assert isinstance(embedder.similarity(tensor), torch.Tensor)
 
 
-def test_score_is_spearman_of_pair_similarity(embedder):
-    from scipy.stats import spearmanr
-
-    pairs = pd.DataFrame({"a": [*TEXTS, "a cat"], "b": [*TEXTS[::-1], "a dog"]})
-    gold = np.array([1.0, 5.0, 2.0, 3.0])
-    for metric in METRICS:
-        embedder.set_params(similarity_fn_name=metric)
-        a, b = embedder.transform(pairs["a"]), embedder.transform(pairs["b"])
-        expected = spearmanr(paired_similarity(a, b, metric), gold).statistic
-        assert embedder.score(pairs, gold) == pytest.approx(expected)
-    with pytest.raises(ValueError, match="4 pairs but y has 3"):
-        embedder.score(pairs, gold[:3])
-
-
-def test_grid_search_over_metric(tiny_model):
+@pytest.fixture(scope="module")
+def metric_pairs():
+    """Text pairs whose four metrics rank the pairs four different ways."""
     rng = np.random.default_rng(0)
     words = ["the", "cat", "dog", "sits", "plays", "garden", "man", "woman", "tv", "guitar"]
-    first = [" ".join(rng.choice(words, 4)) for _ in range(30)]
-    second = [" ".join(rng.choice(words, 4)) for _ in range(30)]
-    pairs = pd.DataFrame({"sentence1": first, "sentence2": second})
-    gold = rng.uniform(0, 5, size=30)
+    # Pairs of sentences of different lengths: unnormalized embeddings of different norms.
+    first = [" ".join(rng.choice(words, rng.integers(1, 12))) for _ in range(30)]
+    second = [" ".join(rng.choice(words, rng.integers(1, 12))) for _ in range(30)]
+    return pd.DataFrame({"sentence1": first, "sentence2": second})
+
+
+def _gold(embedder, pairs, metric):
+    """Gold scores that rank the pairs exactly as ``metric`` does, nonlinearly (ranks cubed)."""
+    a, b = embedder.transform(pairs.iloc[:, 0]), embedder.transform(pairs.iloc[:, 1])
+    return rankdata(paired_similarity(a, b, metric)) ** 3
+
+
+def test_score_is_spearman_of_the_metrics_pair_similarity(make_tiny_model, metric_pairs):
+    # Without normalization the four metrics order pairs differently (with unit vectors,
+    # cosine, dot and euclidean would all agree and a metric mix-up would go unnoticed).
+    embedder = SentenceEmbedder(make_tiny_model(normalize=False), device="cpu").fit()
+    a, b = (
+        embedder.transform(metric_pairs["sentence1"]),
+        embedder.transform(metric_pairs["sentence2"]),
+    )
+    for truth in METRICS:
+        gold = _gold(embedder, metric_pairs, truth)
+        for metric in METRICS:
+            embedder.set_params(similarity_fn_name=metric)
+            score = embedder.score(metric_pairs, gold)
+            expected = spearmanr(paired_similarity(a, b, metric), gold).statistic
+            assert score == pytest.approx(expected, abs=1e-12), (truth, metric)
+            if metric == truth:
+                # A rank correlation: 1 for a monotone, nonlinear gold (Pearson would be < 1).
+                assert score == pytest.approx(1.0), metric
+            else:
+                assert score < 0.999, (truth, metric)
+    with pytest.raises(ValueError, match="30 pairs but y has 3"):
+        embedder.score(metric_pairs, gold[:3])
+
+
+@pytest.mark.parametrize("truth", ["dot", "manhattan"])
+def test_grid_search_over_metric_finds_the_metric_of_the_gold_scores(
+    make_tiny_model, metric_pairs, truth
+):
+    folder = make_tiny_model(normalize=False)
+    gold = _gold(SentenceEmbedder(folder, device="cpu").fit(), metric_pairs, truth)
     search = GridSearchCV(
-        SentenceEmbedder(tiny_model, device="cpu"), {"similarity_fn_name": METRICS}, cv=3
-    ).fit(pairs, gold)
-    assert len(search.cv_results_["params"]) == 4
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
-    assert search.best_params_["similarity_fn_name"] in METRICS
+        SentenceEmbedder(folder, device="cpu"), {"similarity_fn_name": METRICS}, cv=3
+    ).fit(metric_pairs, gold)
+    assert [p["similarity_fn_name"] for p in search.cv_results_["params"]] == METRICS
+    scores = dict(zip(METRICS, search.cv_results_["mean_test_score"], strict=True))
+    assert search.best_params_["similarity_fn_name"] == truth
+    assert scores[truth] == pytest.approx(1.0)
+    assert all(score < 0.999 for metric, score in scores.items() if metric != truth), scores
 
 
 def test_clone_is_unfitted_and_shares_the_model(embedder):
@@ -239,5 +270,47 @@ def test_feature_names_and_pipeline(embedder):
     assert pipeline.transform(TEXTS).shape == (3, 32)
 
 
-def test_html_repr(embedder):
-    assert "SentenceEmbedder" in embedder._repr_html_()
+def _html_parameters(html: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The text repr of an estimator's HTML, and its user-set and default parameter rows."""
+    text = unescape(
+        re.search(r'<div class="sk-text-repr-fallback"><pre>(.*?)</pre>', html, re.S)[1]
+    )
+    rows = re.findall(
+        r'<tr class="(user-set|default)">.*?<td class="param">(\w+)</td>\s*'
+        r'<td class="value">(.*?)</td>',
+        html,
+        re.S,
+    )
+    tables = {
+        kind: {n: unescape(v) for k, n, v in rows if k == kind} for kind in ("user-set", "default")
+    }
+    return " ".join(text.split()), tables["user-set"], tables["default"]
+
+
+def test_html_repr_shows_the_parameters_set():
+    from sklearn.utils import estimator_html_repr
+
+    embedder = SentenceEmbedder(
+        "my-org/tiny-bert",
+        device="cpu",
+        similarity_fn_name="manhattan",
+        batch_size=7,
+        prompt="query: ",
+    )
+    expected = {
+        "model_name_or_path": "'my-org/tiny-bert'",
+        "similarity_fn_name": "'manhattan'",
+        "device": "'cpu'",
+        "batch_size": "7",
+        "prompt": "'query: '",
+    }
+    for html in (embedder._repr_html_(), estimator_html_repr(embedder)):
+        text, user_set, defaults = _html_parameters(html)
+        assert text.startswith("SentenceEmbedder(")
+        for name, value in expected.items():
+            assert f"{name}={value}" in text, name
+        assert "normalize_embeddings" not in text  # only parameters that differ are shown
+        if user_set or defaults:  # scikit-learn >= 1.7 adds a table of all parameters
+            assert user_set == expected
+            assert set(defaults) == set(embedder.get_params()) - set(expected)
+            assert defaults["normalize_embeddings"] == "False"

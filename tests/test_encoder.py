@@ -240,3 +240,67 @@ def test_copied_folder_gives_same_embeddings(tiny_model, tmp_path):
         Encoder(copy, CPU).encode(TEXTS).embeddings,
         load_encoder(tiny_model, CPU).encode(TEXTS).embeddings,
     )
+
+
+# --- left padding and Dense residuals ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "weightedmean", "lasttoken"])
+def test_left_padding_gives_right_padding_results(make_tiny_model, pooling):
+    # Without position embeddings a token's output does not depend on the padding around it,
+    # so every pooling mode must find the same real tokens whichever side the padding is on.
+    options = {"pooling": pooling, "legacy_pooling_config": False, "normalize": False}
+    left = make_tiny_model(padding_side="left", position_free=True, **options)
+    right = make_tiny_model(padding_side="right", position_free=True, **options)
+    encoder = Encoder(left, CPU)
+    assert encoder.tokenizer.padding_side == "left"
+    # One batch of texts of very different lengths: most rows are padded.
+    ours = encoder.encode(TEXTS, batch_size=len(TEXTS)).embeddings
+    np.testing.assert_allclose(
+        ours, Encoder(right, CPU).encode(TEXTS, batch_size=len(TEXTS)).embeddings, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        ours, reference_encode(left, TEXTS, batch_size=len(TEXTS)), atol=1e-6
+    )
+
+
+def test_left_padding_matches_reference_with_position_embeddings(make_tiny_model):
+    # With position embeddings, left padding shifts the positions of short texts: the same
+    # padded batch as the reference's must give the reference's embeddings, prompt excluded.
+    folder = make_tiny_model(
+        padding_side="left",
+        pooling=["cls", "mean", "weightedmean"],
+        legacy_pooling_config=False,
+        include_prompt=False,
+        prompts={"query": "query: "},
+    )
+    for prompt in ("", "query: "):
+        ours = Encoder(folder, CPU).encode(
+            TEXTS, EncodeSettings(prompt=prompt), batch_size=len(TEXTS)
+        )
+        reference = reference_encode(folder, TEXTS, batch_size=len(TEXTS), prompt=prompt)
+        np.testing.assert_allclose(ours.embeddings, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("out_features", [32, 16], ids=["identity", "projected"])
+def test_dense_with_residual_matches_reference(make_tiny_model, tmp_path, out_features):
+    folder = make_tiny_model(
+        dense=True, dense_use_residual=True, dense_out_features=out_features, normalize=False
+    )
+    encoder = Encoder(folder, CPU)
+    ours = encoder.encode(TEXTS).embeddings
+    assert ours.shape == (len(TEXTS), out_features)
+    np.testing.assert_allclose(ours, reference_encode(folder, TEXTS), atol=1e-6)
+    # The residual really takes part: without it the embeddings are others.
+    config_path = folder / "2_Dense" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "use_residual": False}))
+    assert np.abs(Encoder(folder, CPU).encode(TEXTS).embeddings - ours).max() > 0.1
+    # A saved copy keeps the residual, for skembed and the reference alike.
+    encoder.save(tmp_path / "saved", max_seq_length=24, similarity_fn_name="cosine")
+    saved = json.loads((tmp_path / "saved" / "2_Dense" / "config.json").read_text())
+    assert saved["use_residual"] is True
+    np.testing.assert_allclose(reference_encode(tmp_path / "saved", TEXTS), ours, atol=1e-6)
+    np.testing.assert_allclose(
+        Encoder(tmp_path / "saved", CPU).encode(TEXTS).embeddings, ours, atol=1e-6
+    )

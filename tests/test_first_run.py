@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import io
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from sklearn.pipeline import Pipeline
 
-import skembed
 import skembed._device as device_module
 from skembed import SentenceEmbedder, TruncationWarning
 
@@ -92,48 +89,6 @@ def test_loading_a_model_prints_nothing(make_tiny_model, capfd):
     out, err = capfd.readouterr()
     assert out == ""
     assert "Loading" not in err and "%" not in err, err
-
-
-def test_import_loads_no_torch_and_version_matches():
-    code = (
-        "import sys, skembed; assert 'torch' not in sys.modules, 'torch imported'; "
-        "assert 'sklearn' not in sys.modules, 'sklearn imported'; print(skembed.__version__)"
-    )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == skembed.__version__
-    cli = subprocess.run(
-        [sys.executable, "-m", "skembed", "--version"], capture_output=True, text=True
-    )
-    assert cli.stdout.strip() == f"skembed {skembed.__version__}"
-
-
-def test_private_modules_are_modules_and_public_names_are_re_exported():
-    import types
-
-    import skembed._similarity as module
-
-    assert isinstance(module, types.ModuleType)
-    assert skembed.similarity is module.similarity
-    assert skembed.paired_similarity is module.paired_similarity
-
-
-@pytest.mark.parametrize(
-    ("old", "new"),
-    [("pairwise_similarity", "paired_similarity"), ("PairSimilarity", "PairedSimilarity")],
-)
-def test_deprecated_names_warn_and_give_the_new_object(old, new):
-    with pytest.warns(FutureWarning, match=f"skembed.{old} is deprecated.*skembed.{new}"):
-        value = getattr(skembed, old)
-    assert value is getattr(skembed, new)
-
-
-def test_deprecated_pair_similarity_method_warns_and_agrees(tiny_model):
-    embedder = SentenceEmbedder(tiny_model, device="cpu").fit()
-    pairs = [("a cat", "a dog"), ("the man", "the woman")]
-    with pytest.warns(FutureWarning, match="similarity_pairwise"):
-        old = embedder.pair_similarity(pairs)
-    np.testing.assert_array_equal(old, embedder.similarity_pairwise(pairs))
 
 
 def test_progress_bar_counts_every_input_text(tiny_model, monkeypatch, fresh_cache):

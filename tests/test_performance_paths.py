@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import METRICS, sentences
 
 import skembed.encoder._encoder as encoder_module
 from skembed import SentenceEmbedder, semantic_search, similarity
@@ -17,20 +18,9 @@ from skembed.cache import clear_cache
 from skembed.encoder import Encoder, EncoderGroup, load_encoder
 from skembed.encoder._batching import plan_batches
 
+pytestmark = pytest.mark.usefixtures("fresh_cache")
+
 CPU = torch.device("cpu")
-WORDS = ["the", "cat", "dog", "sits", "plays", "garden", "man", "woman", "tv", "guitar", "new"]
-
-
-def sentences(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, rng.integers(1, 30))) for _ in range(n)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
 
 
 # --- precision -------------------------------------------------------------------------------
@@ -46,7 +36,7 @@ def test_resolve_dtype():
 
 
 def test_bfloat16_is_close_to_float32_and_recorded(tiny_model):
-    texts = sentences(20)
+    texts = sentences(20, varied=True)
     fp32 = SentenceEmbedder(tiny_model, device="cpu").fit()
     bf16 = SentenceEmbedder(tiny_model, device="cpu", dtype="bfloat16").fit()
     assert (fp32.dtype_, bf16.dtype_) == ("float32", "bfloat16")
@@ -55,11 +45,11 @@ def test_bfloat16_is_close_to_float32_and_recorded(tiny_model):
     assert b.dtype == np.float32
     assert not np.array_equal(a, b)  # really another precision, not a cache hit
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cosine.min() > 0.99
+    assert cosine.min() > 0.999  # as documented (measured: 0.99998 on this model)
 
 
 def test_saving_a_half_precision_embedder_keeps_float32_weights(tiny_model, tmp_path):
-    texts = sentences(5)
+    texts = sentences(5, varied=True)
     SentenceEmbedder(tiny_model, device="cpu", dtype="bfloat16").fit().save(tmp_path / "saved")
     reloaded = SentenceEmbedder(tmp_path / "saved", device="cpu").fit().transform(texts)
     original = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
@@ -90,7 +80,7 @@ def test_plan_batches_bounds_rows_and_tokens():
 
 @pytest.mark.parametrize(("batch_size", "max_batch_tokens"), [(1, None), (5, None), (None, 40)])
 def test_batch_bounds_do_not_change_results(tiny_model, batch_size, max_batch_tokens):
-    texts = sentences(30)
+    texts = sentences(30, varied=True)
     encoder = load_encoder(tiny_model, CPU)
     expected = encoder.encode(texts).embeddings
     got = encoder.encode(texts, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
@@ -98,7 +88,7 @@ def test_batch_bounds_do_not_change_results(tiny_model, batch_size, max_batch_to
 
 
 def test_chunked_tokenization_keeps_order_and_truncation_flags(tiny_model, monkeypatch):
-    texts = [*sentences(23), "the cat " * 40]
+    texts = [*sentences(23, varied=True), "the cat " * 40]
     encoder = load_encoder(tiny_model, CPU)
     expected = encoder.encode(texts)
     monkeypatch.setattr(encoder_module, "_CHUNK_TEXTS", 4)
@@ -112,7 +102,7 @@ def test_chunked_tokenization_keeps_order_and_truncation_flags(tiny_model, monke
 
 
 def test_oom_halves_the_batch_and_keeps_results(tiny_model, monkeypatch):
-    texts = sentences(40)
+    texts = sentences(40, varied=True)
     encoder = load_encoder(tiny_model, CPU)
     expected = encoder.encode(texts, batch_size=16).embeddings
     real_forward = Encoder._forward
@@ -137,14 +127,14 @@ def test_oom_on_a_single_text_is_raised(tiny_model, monkeypatch):
 
     monkeypatch.setattr(Encoder, "_forward", always_oom)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        load_encoder(tiny_model, CPU).encode(sentences(4))
+        load_encoder(tiny_model, CPU).encode(sentences(4, varied=True))
 
 
 # --- several devices -------------------------------------------------------------------------
 
 
 def test_device_list_spreads_work_and_matches_one_device(tiny_model):
-    texts = sentences(25)
+    texts = sentences(25, varied=True)
     single = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
     clear_cache()
     spread = SentenceEmbedder(tiny_model, device=["cpu", "cpu"]).fit()
@@ -158,15 +148,50 @@ def test_resolve_devices():
     assert resolve_devices(["cpu", torch.device("cpu")]) == [CPU, CPU]
     with pytest.raises(ValueError, match="empty"):
         resolve_devices([])
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no"):
-            resolve_devices("all")
+
+
+def test_resolve_devices_all_without_cuda(monkeypatch):
+    # Whatever this machine has: "all" with no visible GPU names the problem.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(
+        ValueError, match=r"^device='all' means every CUDA GPU, but none is visible here\.$"
+    ):
+        resolve_devices("all")
+
+
+def test_device_list_merges_truncation_flags_of_every_device(tiny_model, monkeypatch):
+    long_text = "the cat sits outside " * 20  # beyond max_seq_length=24
+    texts = sentences(9)  # five words and a number: none is truncated
+    for row in (1, 4, 8):
+        texts[row] = f"{long_text} {row}"
+    spread = SentenceEmbedder(tiny_model, device=["cpu", "cpu"]).fit()
+    shares = []
+    real_encode = Encoder.encode
+
+    def spy(self, texts, *args, **kwargs):
+        result = real_encode(self, texts, *args, **kwargs)
+        shares.append((len(texts), result.n_truncated))
+        return result
+
+    monkeypatch.setattr(Encoder, "encode", spy)
+    with pytest.warns(UserWarning, match=r"3 of 9 texts .* max_seq_length=24") as record:
+        got = spread.transform(texts)
+    assert len([w for w in record if "max_seq_length" in str(w.message)]) == 1
+    # Both devices encoded a share and each truncated some of the long texts.
+    assert len(shares) == 2 and sum(n for n, _ in shares) == 9, shares
+    assert sum(t for _, t in shares) == 3 and all(t for _, t in shares), shares
+    group = spread._encoder.encode(texts)
+    np.testing.assert_array_equal(np.flatnonzero(group.truncated), [1, 4, 8])
+    single = load_encoder(tiny_model, CPU).encode(texts)
+    np.testing.assert_array_equal(group.truncated, single.truncated)
+    np.testing.assert_allclose(got, single.embeddings, atol=1e-6)
 
 
 # --- similarity at scale ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean", "manhattan"])
+@pytest.mark.parametrize("metric", METRICS)
 def test_semantic_search_matches_full_matrix(metric):
     rng = np.random.default_rng(0)
     queries = rng.normal(size=(23, 16)).astype(np.float32)
@@ -179,6 +204,24 @@ def test_semantic_search_matches_full_matrix(metric):
     assert np.all(np.diff(scores, axis=1) <= 0)
     t_scores, t_indices = semantic_search(torch.from_numpy(queries), corpus, top_k=7, metric=metric)
     assert isinstance(t_scores, torch.Tensor) and torch.equal(t_indices, torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_semantic_search_one_dimensional_query_is_one_query(metric):
+    rng = np.random.default_rng(1)
+    corpus = rng.normal(size=(40, 8)).astype(np.float32)
+    query = rng.normal(size=8).astype(np.float32)
+    scores, indices = semantic_search(query, corpus, top_k=5, metric=metric)
+    expected_scores, expected_indices = semantic_search(query[None, :], corpus, 5, metric)
+    assert scores.shape == indices.shape == (1, 5)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(scores, expected_scores)
+    full = similarity(query, corpus, metric)[0]
+    np.testing.assert_array_equal(indices[0], np.argsort(-full, kind="stable")[:5])
+    # A 1-D query against a 1-D corpus: one query, one corpus row.
+    one_score, one_index = semantic_search(query, corpus[3], top_k=1, metric=metric)
+    assert one_index.tolist() == [[0]]
+    np.testing.assert_allclose(one_score, [[full[3]]], rtol=1e-6)
 
 
 def test_semantic_search_validates_arguments():

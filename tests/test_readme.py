@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import METRICS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -40,9 +43,71 @@ def test_quickstart_prints_what_the_readme_shows():
     assert result.stdout == _block("quickstart-output")
 
 
+@pytest.fixture(scope="module")
+def reference_similarities(real_model):
+    """Factory: the reference library's pair similarities of a frame of STSb pairs, per metric."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SimilarityFunction as ReferenceFunction
+
+    model = SentenceTransformer(str(real_model), device="cpu")
+
+    def similarities(frame) -> dict[str, np.ndarray]:
+        first = torch.from_numpy(model.encode(frame["sentence1"].tolist()))
+        second = torch.from_numpy(model.encode(frame["sentence2"].tolist()))
+        return {
+            metric: ReferenceFunction.to_similarity_pairwise_fn(metric)(first, second).numpy()
+            for metric in METRICS
+        }
+
+    return similarities
+
+
+# The README shows no output for its other examples: what they print is checked against the
+# same computation on the reference library's embeddings.
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["main", "recipes"])
-def test_readme_examples_run(name):
-    result = _run(_block(name))
+def test_main_example_prints_the_cross_validated_score_of_each_metric(
+    stsb_dev, reference_similarities
+):
+    from scipy.stats import spearmanr
+    from sklearn.model_selection import KFold
+
+    result = _run(_block("main"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["param_similarity_fn_name", "mean_test_score"]
+    rows = [line.split() for line in lines[1:]]
+    assert [row[:2] for row in rows] == [[str(i), m] for i, m in enumerate(METRICS)]
+    gold = stsb_dev["score"].to_numpy()
+    for (_, metric, printed), scores in zip(
+        rows, reference_similarities(stsb_dev).values(), strict=True
+    ):
+        folds = [spearmanr(scores[test], gold[test]).statistic for _, test in KFold(3).split(gold)]
+        assert float(printed) == pytest.approx(np.mean(folds), abs=1e-4), metric
+
+
+@pytest.mark.integration
+def test_recipes_example_prints_the_best_metric_and_its_accuracy(
+    stsb_train, reference_similarities
+):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    result = _run(_block("recipes"))
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(r"(\{.*\}) (0\.\d{1,3})\n", result.stdout)
+    assert match, result.stdout
+    best_params, best_score = ast.literal_eval(match[1]), float(match[2])
+    assert list(best_params) == ["sim__embedder__similarity_fn_name"]
+    train = stsb_train.head(900)
+    labels = train["score"].to_numpy() >= 3
+    accuracy = {
+        metric: cross_val_score(LogisticRegression(), scores[:, None], labels, cv=3).mean()
+        for metric, scores in reference_similarities(train).items()
+    }
+    best = best_params["sim__embedder__similarity_fn_name"]
+    assert best_score == pytest.approx(accuracy[best], abs=0.005)
+    # The best of the reference's accuracies, or one within a rounding of it.
+    assert accuracy[best] >= max(accuracy.values()) - 0.005, accuracy

@@ -8,13 +8,13 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from conftest import METRICS
 from sklearn.model_selection import GridSearchCV
 
 from skembed import SentenceEmbedder, SimilarityFunction, paired_similarity, similarity
 
 pytestmark = pytest.mark.integration
 
-METRICS = ["cosine", "dot", "euclidean", "manhattan"]
 SEED = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
 # The tables of the reference documentation, as printed there (4 decimals).
 SEED_COSINE = "[[1.0000, 0.6660, 0.1046], [0.6660, 1.0000, 0.1411], [0.1046, 0.1411, 1.0000]]"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import METRICS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -18,7 +19,6 @@ from sklearn.metrics.pairwise import cosine_similarity
 import skembed._similarity as sim_module
 from skembed import SimilarityFunction, paired_similarity, similarity
 
-METRICS = ["cosine", "dot", "euclidean", "manhattan"]
 SETTINGS = settings(max_examples=50, deadline=None)
 
 
@@ -246,14 +246,15 @@ def test_property_self_similarity(dtype, data):
     assert_allclose(cos[nonzero], 1.0, atol=tight)
     assert_array_equal(cos[~nonzero], 0.0)
 
+    # A row's distance to itself is recomputed from its difference, x - x: exactly zero.
     euclid = np.diag(similarity(x, metric="euclidean"))
-    assert_allclose(euclid, 0.0, atol=1e-2 if dtype == np.float32 else 1e-6)
+    assert_array_equal(euclid, 0.0)
 
     manhattan = np.diag(similarity(x, metric="manhattan"))
     assert_allclose(manhattan, 0.0, atol=tight)
 
     # Nothing scores above a row's similarity with itself for the distance metrics.
-    assert (similarity(x, metric="euclidean") <= 1e-2).all()
+    assert (similarity(x, metric="euclidean") <= 0).all()
     assert (similarity(x, metric="manhattan") <= tight).all()
     # Cosine stays in [-1, 1].
     assert (np.abs(similarity(x, metric="cosine")) <= 1 + tight).all()

@@ -12,6 +12,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import METRICS, sentences
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer, make_column_transformer
 from sklearn.linear_model import LogisticRegression
@@ -28,21 +29,7 @@ from skembed.cache import (
 )
 from skembed.encoder import Encoder
 
-METRICS = ["cosine", "dot", "euclidean", "manhattan"]
-WORDS = ["the", "cat", "dog", "sits", "plays", "garden", "man", "woman", "tv", "guitar", "new"]
-
-
-def sentences(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, 5)) + f" {i}" for i in range(n)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
-    set_cache_limit(1 << 30)
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 @pytest.fixture
@@ -103,14 +90,23 @@ def test_column_transformer_on_pandas(tiny_model, column):
     assert names[0] == "emb__text_0" and names[-1] == "num__x"
 
 
-def test_column_transformer_on_polars_with_pandas_output(tiny_model):
+@pytest.mark.parametrize("output", ["pandas", "polars"])
+def test_column_transformer_on_polars_input(tiny_model, output):
     pl = pytest.importorskip("polars")
-    frame = pl.DataFrame({"text": sentences(6), "x": np.arange(6.0)})
+    texts = sentences(6)
+    frame = pl.DataFrame({"text": texts, "x": np.arange(6.0)})
     transformer = make_column_transformer(
         (SentenceEmbedder(tiny_model, device="cpu"), "text"), ("passthrough", ["x"])
-    ).set_output(transform="polars")
+    ).set_output(transform=output)
     out = transformer.fit_transform(frame)
-    assert isinstance(out, pl.DataFrame) and out.shape == (6, 33)
+    assert isinstance(out, pd.DataFrame if output == "pandas" else pl.DataFrame)
+    assert out.shape == (6, 33)
+    names = ["sentenceembedder__text_0", "sentenceembedder__text_31", "passthrough__x"]
+    assert [out.columns[0], out.columns[31], out.columns[-1]] == names
+    values = out.to_numpy()
+    expected = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
+    np.testing.assert_allclose(values[:, :32], expected, atol=1e-6)
+    np.testing.assert_array_equal(values[:, 32], np.arange(6.0))
 
 
 # --- PairedSimilarity ------------------------------------------------------------------------
@@ -228,9 +224,7 @@ def test_cached_result_equals_fresh_result(tiny_model):
     assert embedder.transform(texts)[0, 0] != 123.0
 
 
-def test_cache_memory_is_bounded_and_evicts_least_recently_used_blocks(
-    tiny_model, count_encoded
-):
+def test_cache_memory_is_bounded_and_evicts_least_recently_used_blocks(tiny_model, count_encoded):
     embedder = SentenceEmbedder(tiny_model, device="cpu").fit()
     texts = sentences(50)
     embedder.transform(texts[:5])  # one block of five embeddings

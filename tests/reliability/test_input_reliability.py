@@ -78,7 +78,9 @@ def test_numeric_inputs_are_still_embeddings(embedder):
 
 
 def test_empty_text_list_gives_empty_results(embedder):
-    assert embedder.transform([]).shape == (0, embedder.n_features_out_)
+    for empty in ([], (), np.array([], dtype=object), pd.Series([], dtype=object)):
+        out = embedder.transform(empty)
+        assert out.shape == (0, embedder.n_features_out_) and out.dtype == np.float32
     assert embedder.similarity([]).shape == (0, 0)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import METRICS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
@@ -24,7 +25,6 @@ from scipy.spatial.distance import cdist
 import skembed._similarity as sim_module
 from skembed import paired_similarity, semantic_search, similarity
 
-METRICS = ["cosine", "dot", "euclidean", "manhattan"]
 F32_MAX = float(np.finfo(np.float32).max)
 
 

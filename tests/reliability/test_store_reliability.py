@@ -21,7 +21,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from skembed import SentenceEmbedder, cache
+from skembed import SentenceEmbedder, cache, similarity
 from skembed.cache import (
     DEFAULT_CACHE_BYTES,
     DiskEmbeddingStore,
@@ -29,9 +29,10 @@ from skembed.cache import (
     cache_info,
     clear_cache,
     encode_cached,
-    set_cache_limit,
 )
 from skembed.encoder import Encoder, load_encoder, resolve_model_folder
+
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 TEXTS = [f"the cat sits outside {i}" for i in range(6)]
 
@@ -45,14 +46,6 @@ def encoder(tiny_model) -> Encoder:
 def reference(encoder) -> np.ndarray:
     """The embeddings of TEXTS, encoded without any cache."""
     return encoder.encode(TEXTS).embeddings
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
-    set_cache_limit(DEFAULT_CACHE_BYTES)
 
 
 @pytest.fixture
@@ -160,12 +153,63 @@ def test_row_of_another_dimension_is_not_served(encoder, reference, tmp_path):
     assert store.get(namespace, ["a cat"], dimension=32) == {}
 
 
-def test_non_finite_vectors_are_not_stored(tmp_path):
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_vectors_are_not_stored(tmp_path, value):
     store = DiskEmbeddingStore(tmp_path)
-    vectors = np.ones((2, 4), dtype=np.float32)
-    vectors[1, 2] = np.nan
-    store.put("ns", ["fine", "broken"], vectors, np.array([False, False]))
-    assert list(store.get("ns", ["fine", "broken"])) == ["fine"]
+    vectors = np.ones((3, 4), dtype=np.float32)
+    vectors[1, 2] = value
+    vectors[2, 0] = value
+    store.put("ns", ["fine", "broken", "broken too"], vectors, np.array([False, False, True]))
+    assert list(store.get("ns", ["fine", "broken", "broken too"])) == ["fine"]
+    assert len(store) == 1
+
+
+def test_non_finite_embeddings_are_neither_stored_nor_compared(encoder, tmp_path, monkeypatch):
+    # A model whose output overflows: its embeddings are returned as they are, but the store
+    # keeps none of them and similarity refuses them.
+    real_encode = Encoder.encode
+
+    def overflowing(self, texts, *args, **kwargs):
+        result = real_encode(self, texts, *args, **kwargs)
+        result.embeddings[::2, 0] = np.inf
+        return result
+
+    monkeypatch.setattr(Encoder, "encode", overflowing)
+    store = DiskEmbeddingStore(tmp_path)
+    got = encode_cached(encoder, TEXTS, store=store)
+    assert np.isinf(got.embeddings[::2, 0]).all()
+    assert len(store) == 3  # only the finite rows
+    with pytest.raises(ValueError, match="infinity"):
+        similarity(got.embeddings)
+
+
+def test_lookups_of_more_texts_than_one_query_can_name(tmp_path, monkeypatch):
+    # Lookups go in slices of 500 texts, within SQLite's limit on the variables of one
+    # statement (999 in older builds; this test sets it for every connection).
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        connection = real_connect(*args, **kwargs)
+        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    store = DiskEmbeddingStore(tmp_path)
+    texts = [f"text {i}" for i in range(1234)]
+    vectors = np.arange(1234 * 4, dtype=np.float32).reshape(1234, 4)
+    flags = np.arange(1234) % 3 == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed statement would only warn
+        store.put("ns", texts, vectors, flags)
+        found = store.get("ns", [*texts, "not stored"])
+        assert sorted(found) == sorted(texts)
+        np.testing.assert_array_equal(np.stack([found[t][0] for t in texts]), vectors)
+        assert [found[t][1] for t in texts] == flags.tolist()
+        # Writing them all again finds every stored row (in every slice): the first writer wins.
+        store.put("ns", texts, -vectors, ~flags)
+        again = store.get("ns", texts)
+    assert len(store) == 1234
+    np.testing.assert_array_equal(np.stack([again[t][0] for t in texts]), vectors)
 
 
 # Written by skembed 0.1, before rows carried a checksum.

@@ -399,9 +399,17 @@ def _squares_to_distances(
     Pairs where that formula is unreliable get ``exact(i, j)``, the distances of the
     row pairs ``(x[i], y[j])`` computed from their differences.
     """
-    # Written as "not greater" so that a NaN (overflow) counts as close.
-    close = torch.gt(d2, torch.add(x_sq[:, None], y_sq).mul_(_CLOSE_FRACTION))
+    # Written as "not greater" so that a NaN (overflow) counts as close. A pair can only be
+    # close if it is under its row's bound with the largest y norm: that test needs no
+    # float temporary the size of the block, and the few pairs it finds are then checked
+    # against their own bound.
+    y_peak = y_sq.max() if y_sq.numel() else y_sq.new_zeros(())
+    close = torch.gt(d2, torch.add(x_sq, y_peak).mul_(_CLOSE_FRACTION)[:, None])
     close.logical_not_()
+    if close.any():
+        i, j = close.nonzero(as_tuple=True)
+        far = torch.gt(d2[i, j], torch.add(x_sq[i], y_sq[j]).mul_(_CLOSE_FRACTION))
+        close[i[far], j[far]] = False
     # Squares near overflow (or overflowed) spoil every pair of their row, tiny squares
     # (which lose precision) the pairs where both rows have them.
     limit = torch.finfo(d2.dtype).max / 8

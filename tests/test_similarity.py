@@ -802,8 +802,9 @@ def test_blocking_matches_unblocked(monkeypatch, metric, block, as_torch):
 def test_blocking_splits_rows(monkeypatch, metric):
     """With a tiny budget the kernel really runs on row blocks that cover X exactly once."""
     rng = _rng(9)
-    x = rng.standard_normal((10, 4))
-    y = rng.standard_normal((3, 4))
+    # Integers compute in float64, in which only cosine writes in place (never blocked).
+    x = rng.integers(-9, 9, (10, 4))
+    y = rng.integers(-9, 9, (3, 4))
     expected = similarity(x, y, metric=metric)
 
     seen = []
@@ -816,6 +817,9 @@ def test_blocking_splits_rows(monkeypatch, metric):
     monkeypatch.setattr(sim_module, "_matrix_kernel", spy)
     # Room for 7 float64 scores: blocks of 2 rows of 3.
     got = similarity(x, y, metric=metric, max_block_bytes=56)
+    if metric == "cosine":
+        assert seen == [(10, 3, (10, 3))]
+        return
 
     assert len(seen) > 1
     assert sum(rows for rows, _, _ in seen) == 10
@@ -824,7 +828,7 @@ def test_blocking_splits_rows(monkeypatch, metric):
 
     # More columns than the budget: one row at a time.
     seen.clear()
-    wide = rng.standard_normal((12, 4))
+    wide = rng.integers(-9, 9, (12, 4))
     got_self = similarity(wide, metric=metric, max_block_bytes=56)
     assert len(seen) == 12
     # Within the default budget, one block.
@@ -833,6 +837,26 @@ def test_blocking_splits_rows(monkeypatch, metric):
     assert len(seen) == 1
     monkeypatch.setattr(sim_module, "_matrix_kernel", kernel)
     assert_allclose(got_self, similarity(wide, metric=metric), rtol=1e-12, atol=1e-6)
+
+
+def test_scores_written_in_place_are_never_blocked(monkeypatch):
+    """Cosine and float32 dot need no temporaries: one block whatever the budget."""
+    x = _rng(10).standard_normal((10, 4)).astype(np.float32)
+    seen = []
+    kernel = sim_module._matrix_kernel
+
+    def spy(xb, yb, name, out):
+        seen.append(xb.shape[0])
+        kernel(xb, yb, name, out)
+
+    monkeypatch.setattr(sim_module, "_matrix_kernel", spy)
+    for metric in ("cosine", "dot"):
+        blocked = similarity(x, metric=metric, max_block_bytes=8)
+        assert seen == [10]
+        assert_allclose(blocked, similarity(x.astype(np.float64), metric=metric), rtol=1e-5)
+        seen.clear()
+    similarity(x, metric="euclidean", max_block_bytes=8)
+    assert seen == [1] * 10
 
 
 @pytest.mark.parametrize("metric", METRICS)

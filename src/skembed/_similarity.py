@@ -92,10 +92,12 @@ def similarity(
         callable ``f(x_row, y_row) -> float`` evaluated on each pair of numpy
         rows (as in scikit-learn).
     max_block_bytes : int, default=None
-        Bound on the scores computed at once. An output within it is computed
-        in one go; a larger one in row blocks of at most this size, so the
-        peak memory stays close to the size of the output. ``None`` means
-        ``DEFAULT_BLOCK_BYTES`` (64 MiB).
+        Bound on the scores computed at once, where computing them needs
+        temporaries (euclidean, manhattan, float64 dot): an output within it is
+        computed in one go, a larger one in row blocks of at most this size,
+        so the peak memory stays close to the size of the output. Cosine, and
+        float32 dot, write their scores straight into the output and are never
+        blocked. ``None`` means ``DEFAULT_BLOCK_BYTES`` (64 MiB).
 
     Returns
     -------
@@ -140,7 +142,10 @@ def similarity(
             return pair.wrap(scores.astype(_numpy_dtype(pair.dtype), copy=False))
     x, y = _prepare(ops, pair, pair.x, pair.y)
     out = torch.empty((n_x, n_y), dtype=pair.dtype, device=x.device)
-    rows = max(1, budget // (n_y * pair.dtype.itemsize))
+    if x.dtype == out.dtype and x.dtype in ops.in_place_for:
+        rows = n_x
+    else:
+        rows = max(1, budget // (n_y * pair.dtype.itemsize))
     with torch.no_grad():
         for start in range(0, n_x, rows):
             _matrix_kernel(x[start : start + rows], y, ops.name, out[start : start + rows])
@@ -322,6 +327,10 @@ class _MetricOps:
     # dimension are computed in float64, because float32 would overflow or lose the
     # small values.
     needs_float64: Callable[[float, float, int], bool] = lambda px, py, d: False
+    # Dtypes in which ``matrix`` writes straight into ``out`` and allocates nothing the size
+    # of the block: the whole output is then computed at once, since blocking would only
+    # cost time (smaller matrix products) and save no memory.
+    in_place_for: tuple[torch.dtype, ...] = ()
 
 
 def _product_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
@@ -521,6 +530,7 @@ _METRICS: dict[SimilarityFunction, _MetricOps] = {
         rowwise=lambda x, y: (x * y).sum(dim=1),
         sparse=lambda x, y: _dense_product(_unit_rows_scipy(x), _unit_rows_scipy(y)),
         unit_rows=True,
+        in_place_for=(torch.float32, torch.float64),
     ),
     SimilarityFunction.DOT_PRODUCT: _MetricOps(
         name=SimilarityFunction.DOT_PRODUCT,
@@ -528,6 +538,8 @@ _METRICS: dict[SimilarityFunction, _MetricOps] = {
         rowwise=_dot_rows,
         sparse=_sparse_dot,
         needs_float64=_dot_needs_float64,
+        # float64 products are checked for overflow with a block-sized mask: blocked.
+        in_place_for=(torch.float32,),
     ),
     SimilarityFunction.EUCLIDEAN: _MetricOps(
         name=SimilarityFunction.EUCLIDEAN,

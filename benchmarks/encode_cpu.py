@@ -22,6 +22,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from skembed import SentenceEmbedder
+from skembed._device import cpu_features
 from skembed.cache import set_cache_limit
 from skembed.datasets import load_stsb
 from skembed.encoder import resolve_model_folder
@@ -69,6 +70,7 @@ def main() -> None:
 
     speed = {name: len(texts) / statistics.median(times) for name, times in runs.items()}
     best_reference = max(speed["reference batch 32"], speed["reference batch 64"])
+    print(f"CPU: {cpu_features()}")
     print(
         f"{len(texts)} unique STSb train sentences, {torch.get_num_threads()} torch threads, "
         f"median of {args.repeats} runs"

@@ -63,8 +63,8 @@ def reference_similarities(real_model):
     return similarities
 
 
-# The README shows no output for its other examples: what they print is checked against the
-# same computation on the reference library's embeddings.
+# What the other examples print is the README's text, and is checked against the same
+# computation on the reference library's embeddings.
 
 
 @pytest.mark.integration
@@ -76,6 +76,7 @@ def test_main_example_prints_the_cross_validated_score_of_each_metric(
 
     result = _run(_block("main"))
     assert result.returncode == 0, result.stderr
+    assert result.stdout == _block("main-output")
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["param_similarity_fn_name", "mean_test_score"]
     rows = [line.split() for line in lines[1:]]
@@ -97,6 +98,7 @@ def test_recipes_example_prints_the_best_metric_and_its_accuracy(
 
     result = _run(_block("recipes"))
     assert result.returncode == 0, result.stderr
+    assert result.stdout == _block("recipes-output")
     match = re.fullmatch(r"(\{.*\}) (0\.\d{1,3})\n", result.stdout)
     assert match, result.stdout
     best_params, best_score = ast.literal_eval(match[1]), float(match[2])

@@ -90,7 +90,8 @@ default=None
         Name of a prompt saved with the model. ``None`` uses the model's
         default prompt, if it has one.
     show_progress_bar : bool, default=False
-        Show a progress bar while encoding.
+        Show a progress bar on stderr while encoding. It counts the input
+        texts, those found in a cache and repeats included.
     trust_remote_code : bool, default=False
         Allow custom code from the model folder to run.
     revision : str, default=None

@@ -8,7 +8,11 @@ copyright = "2026, the skembed developers"  # noqa: A001 - Sphinx reads this nam
 release = _version("skembed")
 version = release
 
-extensions = ["sphinx.ext.autodoc", "numpydoc"]
+extensions = ["sphinx.ext.autodoc", "numpydoc", "myst_parser"]
+# Markdown (the benchmarks README) is read with MyST, so its tables render as tables.
+myst_enable_extensions: list[str] = []
+# The README's "##" sections sit under this page's own title.
+suppress_warnings = ["myst.header"]
 autodoc_typehints = "none"  # numpydoc sections already state the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

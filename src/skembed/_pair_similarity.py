@@ -46,7 +46,11 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     ...     ("sim", PairedSimilarity(SentenceEmbedder(device="cpu"))),
     ...     ("clf", LogisticRegression()),
     ... ])
-    >>> detector.fit(pairs, labels)  # doctest: +SKIP
+    >>> pairs = [("A man plays guitar.", "A man is playing a guitar."),
+    ...          ("A cat sleeps.", "The stock market fell.")]
+    >>> labels = [1, 0]  # paraphrase or not
+    >>> detector.fit(pairs, labels).predict(pairs)  # doctest: +SKIP
+    array([1, 0])
     """
 
     _parameter_constraints: ClassVar[dict] = {

@@ -327,3 +327,23 @@ def test_missing_policy_in_pairs(tiny_model):
     assert sim.transform(pairs)[1, 0] == 0.0  # cosine with a zero vector
     with pytest.raises(ValueError, match=r"first column.*position 1"):
         PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu")).fit(pairs)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        sentences(6, seed=5),  # all new: the cache keeps the encoder's own block
+        sentences(6, seed=5) + sentences(2, seed=5),  # repeats: the output is a gather
+    ],
+)
+def test_writing_to_the_output_never_changes_what_the_cache_serves(tiny_model, texts):
+    embedder = SentenceEmbedder(tiny_model, device="cpu").fit()
+    first = embedder.transform(texts)
+    expected = first.copy()
+    assert first.flags.writeable
+    first[:] = 7.0  # the caller owns its output
+    np.testing.assert_array_equal(embedder.transform(texts), expected)
+    # A cached and a new text together: the gathered output is the caller's too.
+    mixed = embedder.transform([texts[0], "a text not seen before"])
+    mixed[:] = 7.0
+    np.testing.assert_array_equal(embedder.transform(texts[:1]), expected[:1])

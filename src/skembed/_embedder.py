@@ -243,8 +243,7 @@ default=None
     def _reset(self) -> None:
         """Forget what an earlier fit learned, so a refit keeps nothing stale."""
         for attribute in [name for name in vars(self) if name.endswith("_")]:
-            if not attribute.startswith("__"):
-                del self.__dict__[attribute]
+            del self.__dict__[attribute]
         self.__dict__.pop("_encoder", None)
 
     def _record_input(self, X: Any) -> None:
@@ -366,12 +365,17 @@ default=None
         Warns (:class:`~skembed.TruncationWarning`) when texts are longer than
         ``max_seq_length_``, naming their rows.
         """
-        present = [i for i, text in enumerate(texts) if text is not None]
+        # Rows with a text; None when every row has one (no per-text work for the usual case).
+        present = [i for i, text in enumerate(texts) if text is not None] if None in texts else None
+        if present is None:
+            to_encode = texts
+        elif self.missing == "zero":
+            to_encode = [texts[i] for i in present]
+        else:
+            to_encode = [text if text is not None else "" for text in texts]
         result = encode_cached(
             self._get_encoder(),
-            [text if text is not None else "" for text in texts]
-            if self.missing != "zero"
-            else [texts[i] for i in present],
+            to_encode,
             EncodeSettings(
                 max_seq_length=self.max_seq_length_,
                 prompt=self.prompt_,
@@ -384,7 +388,8 @@ default=None
         )
         cut = np.flatnonzero(result.truncated)
         if len(cut):
-            positions = (cut if self.missing != "zero" else np.asarray(present)[cut]).tolist()
+            zeroed = present is not None and self.missing == "zero"
+            positions = (np.asarray(present)[cut] if zeroed else cut).tolist()
             shown = ", ".join(map(str, positions[:5])) + (", ..." if len(positions) > 5 else "")
             warn_at_caller(
                 TruncationWarning(
@@ -394,7 +399,7 @@ default=None
                     positions,
                 )
             )
-        if self.missing != "zero" or len(present) == len(texts):
+        if present is None or self.missing != "zero":
             return result.embeddings
         embeddings = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
         embeddings[present] = result.embeddings

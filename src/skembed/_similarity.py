@@ -46,9 +46,10 @@ __all__ = [
     "similarity",
 ]
 
-# The one memory budget of this module: scores are computed in blocks of at most this
-# many bytes (``max_block_bytes`` of similarity and semantic_search), so that the peak
-# memory of a large similarity matrix stays close to the size of the matrix itself.
+# The one memory budget of this module: scores whose computation needs temporaries are
+# computed in blocks of at most this many bytes (``max_block_bytes`` of similarity and
+# semantic_search), so that the peak memory of a large similarity matrix stays close to the
+# size of the matrix itself.
 DEFAULT_BLOCK_BYTES = 64 << 20
 
 # Euclidean distances come from ||x||^2 + ||y||^2 - 2 x.y, whose rounding error is a

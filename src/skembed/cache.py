@@ -901,25 +901,22 @@ def encode_cached(
             if caching:
                 cache.put(namespace, disk_texts, disk[1], disk[2])
             pending, missing = pending[~on_disk], [missing[i] for i in np.flatnonzero(~on_disk)]
+    progress = None
     with tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
-        # Each unique text stands for all its repeats in the input.
-        repeats = (
-            np.ones(len(unique), dtype=np.int64)
-            if inverse is None
-            else np.bincount(inverse, minlength=len(unique))
-        )
-        bar.update(len(texts) - int(repeats[pending].sum()))
-        result = (
-            encoder.encode(
-                missing,
-                settings,
-                progress=(lambda rows: bar.update(int(repeats[pending[rows]].sum())))
-                if show_progress_bar
-                else None,
-                **run_options,
+        if show_progress_bar:
+            # Each unique text stands for all its repeats in the input.
+            repeats = (
+                np.ones(len(unique), dtype=np.int64)
+                if inverse is None
+                else np.bincount(inverse, minlength=len(unique))
             )
-            if missing
-            else None
+            bar.update(len(texts) - int(repeats[pending].sum()))
+
+            def progress(rows: np.ndarray) -> None:
+                bar.update(int(repeats[pending[rows]].sum()))
+
+        result = (
+            encoder.encode(missing, settings, progress=progress, **run_options) if missing else None
         )
     if result is not None:
         if caching:
@@ -927,11 +924,11 @@ def encode_cached(
         if store is not None:
             store.put(namespace, missing, result.embeddings, result.truncated)
     if result is not None and len(missing) == len(unique):
-        # Nothing came from a cache: the encoder's output is already in order. The cache
-        # keeps it as its block (read-only), so the caller gets its own copy, made by the
-        # gather of duplicates when there is one.
+        # Nothing came from a cache: the encoder's output is already in order. If the cache
+        # kept it as its block (it made it read-only), the caller gets its own copy, made by
+        # the gather of duplicates when there is one.
         embeddings, truncated = result.embeddings, result.truncated
-        if caching and inverse is None:
+        if inverse is None and not embeddings.flags.writeable:
             embeddings, truncated = embeddings.copy(), truncated.copy()
     else:
         embeddings = np.empty((len(unique), encoder.embedding_dimension), dtype=np.float32)

@@ -28,7 +28,7 @@ MARKER = "---skembed-docs-block---"
 
 @dataclass
 class Example:
-    """A python block of a page and, when the page shows it, what it prints."""
+    """A python block of a page (its directive's line) and, when the page shows it, its output."""
 
     line: int
     code: str
@@ -67,8 +67,9 @@ def parse_page(text: str) -> tuple[list[Example], list[Command]]:
     while i < len(lines):
         line = lines[i]
         if line.startswith(".. code-block:: python"):
-            code, i = _indented_block(lines, i + 1)
-            examples.append(Example(i, code))
+            code, end = _indented_block(lines, i + 1)
+            examples.append(Example(i + 1, code))
+            i = end
             continue
         if line.endswith("::") and not line.startswith(".. "):
             body, end = _indented_block(lines, i + 1)
@@ -144,7 +145,7 @@ def test_python_examples_run_and_print_what_the_page_shows(page, tmp_path):
     assert len(printed) == len(examples)
     for example, output in zip(examples, printed, strict=True):
         if example.expected is not None:
-            assert output == example.expected, f"{page.name}, block ending at line {example.line}"
+            assert output == example.expected, f"{page.name}, the code-block at line {example.line}"
 
 
 def _pairs_tsv(folder: Path) -> None:

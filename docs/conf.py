@@ -25,7 +25,7 @@ suppress_warnings = ["myst.header"]
 autodoc_typehints = "none"  # numpydoc sections already state the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "**/.ipynb_checkpoints"]
 html_theme = "alabaster"
 html_static_path: list[str] = []
 # Every cross-reference must resolve. The build runs offline (no intersphinx inventories), so

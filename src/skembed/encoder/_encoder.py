@@ -148,7 +148,8 @@ class _StaticEmbedding(torch.nn.Module):
         if table.ndim != 2 or table.shape[0] < vocabulary_size:
             raise ValueError(
                 f"The embedding table in {folder} has shape {tuple(table.shape)}; its tokenizer "
-                f"needs a 2-D table with at least {vocabulary_size} rows."
+                f"makes token ids up to {vocabulary_size - 1}, so it needs a 2-D table with at "
+                f"least {vocabulary_size} rows."
             )
         self.embedding = torch.nn.EmbeddingBag.from_pretrained(table.float(), mode="mean")
 
@@ -403,9 +404,11 @@ class Encoder:
         self._static_tokenizer = Tokenizer.from_file(str(path))
         # The wrapper gives the padding and special-token facts the batching code reads.
         self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path)))
-        self.model = _StaticEmbedding(
-            folder, self._static_tokenizer.get_vocab_size(with_added_tokens=True)
-        ).to(self.device)
+        # Token ids need not be contiguous: the table must cover the largest.
+        vocabulary = self._static_tokenizer.get_vocab(with_added_tokens=True)
+        self.model = _StaticEmbedding(folder, max(vocabulary.values(), default=-1) + 1).to(
+            self.device
+        )
         self.hidden_size = self.model.embedding.embedding_dim
         self._token_types = False
 
@@ -477,10 +480,15 @@ class Encoder:
         """``max_seq_length`` of the folder, else the tokenizer's limit capped by the model's.
 
         A StaticEmbedding reads whole texts (:data:`sys.maxsize`); a Router reports
-        the largest limit of its routes, as the reference library does.
+        the largest limit of its transformer routes, as the reference library does.
         """
         if self.routes:
-            return max(r.default_max_seq_length for r in self.routes.values())
+            limits = [
+                route.default_max_seq_length
+                for route in self.routes.values()
+                if route.spec.static_embedding is None
+            ]
+            return max(limits, default=sys.maxsize)
         if self.spec.static_embedding is not None:
             return sys.maxsize
         if self.spec.max_seq_length is not None:
@@ -880,15 +888,16 @@ def _model_class(config, source: Path) -> type:
     """The transformers class that runs the encoder of ``config``."""
     import transformers
 
-    if not getattr(config, "is_encoder_decoder", False):
-        return transformers.AutoModel
+    # Keyed by model type, not by is_encoder_decoder: a saved encoder alone clears that flag.
     name = _ENCODER_CLASSES.get(config.model_type)
-    if name is None:
+    if name is not None:
+        return getattr(transformers, name)
+    if getattr(config, "is_encoder_decoder", False):
         raise ValueError(
             f"{source / 'config.json'}: model_type {config.model_type!r} is an encoder-decoder "
             f"model; skembed runs the encoder of {sorted(_ENCODER_CLASSES)} only."
         )
-    return getattr(transformers, name)
+    return transformers.AutoModel
 
 
 @contextmanager

@@ -739,6 +739,10 @@ def _write_step(step: Step, folder: Path, hidden_size: int) -> Path:
         config: dict[str, Any] = {"word_embedding_dimension": hidden_size}
         config.update({key: name in step.modes for key, name in _LEGACY_POOLING_KEYS.items()})
         config["include_prompt"] = step.include_prompt
+        if list(step.modes) != [m for m in _LEGACY_POOLING_KEYS.values() if m in step.modes]:
+            # The boolean keys fix the order of concatenation; recent releases read this key
+            # first, and older ones could not express another order anyway.
+            config["pooling_mode"] = list(step.modes)
     elif isinstance(step, DenseSpec):
         config = {
             "in_features": step.in_features,

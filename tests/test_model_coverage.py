@@ -171,6 +171,15 @@ def _edit_json(path, **changes):
             r"route 'query' of field 'structure' is \['missing_module'\]",
         ),
         (
+            "router",
+            lambda f: _edit_json(
+                f / "router_config.json",
+                structure={"../../escape": ["query_0_StaticEmbedding"]},
+                parameters={},
+            ),
+            r"route name '../../escape' of field 'structure' must be a non-empty name",
+        ),
+        (
             "t5",
             lambda f: _edit_json(f / "config.json", model_type="bart", is_encoder_decoder=True),
             r"model_type 'bart' is an encoder-decoder model; skembed runs the encoder of",

@@ -440,6 +440,12 @@ def _read_router(folder: Path) -> RouterSpec:
     structure = _field(config, path, "structure", (dict,))
     routes = {}
     for route, ids in structure.items():
+        # Saving names the route's module folders after it: no separator may lead elsewhere.
+        if not route or any(c in route for c in "/\\\0:"):
+            raise ValueError(
+                f"{path}: route name {route!r} of field 'structure' must be a non-empty name "
+                "without '/', '\\', ':' or NUL."
+            )
         if not isinstance(ids, list) or not all(isinstance(i, str) and i in types for i in ids):
             raise ValueError(
                 f"{path}: route {route!r} of field 'structure' is {ids!r}; expected a list of "

@@ -90,14 +90,16 @@ def test_prompts_in_effect_are_exposed(prompted_model):
     assert embedder.prompt_ == "q: "
 
 
-def test_router_roles_match_the_reference(router_model):
-    st = reference(router_model)
-    np.testing.assert_allclose(
-        embed(router_model, role="query"), st.encode_query(TEXTS), atol=TOLERANCE
-    )
-    np.testing.assert_allclose(
-        embed(router_model, role="document"), st.encode_document(TEXTS), atol=TOLERANCE
-    )
+@pytest.mark.parametrize("prompts", [None, {"query": "q: ", "document": "d: "}])
+def test_router_roles_match_the_reference(router_model, prompts):
+    st = reference(router_model, prompts=prompts)
+    for role, expected in [
+        ("query", st.encode_query(TEXTS)),
+        ("document", st.encode_document(TEXTS)),
+        (None, st.encode(TEXTS)),
+    ]:
+        actual = embed(router_model, prompts=prompts, role=role)
+        np.testing.assert_allclose(actual, expected, atol=TOLERANCE, err_msg=f"role={role}")
 
 
 def test_cache_keys_follow_role_and_prompts(router_model, prompted_model):

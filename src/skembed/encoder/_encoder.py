@@ -314,8 +314,18 @@ class Encoder:
     trust_remote_code : bool, default=False
         Allow custom model code from the folder to run.
     dtype : torch.dtype, default=torch.float32
-        Precision of the transformer. Pooling sums, dense layers and
-        normalisation stay in float32.
+        Precision of the transformer. Pooling sums, dense and layer-norm
+        layers, static embeddings and normalisation stay in float32.
+
+    Attributes
+    ----------
+    spec : FolderSpec
+        The folder's modules and settings.
+    routes : dict of str to Encoder
+        For a model with a Router: one encoder per route, which
+        :meth:`encode` picks by ``EncodeSettings.task``; empty otherwise.
+    embedding_dimension : int
+        Size of the embeddings :meth:`encode` returns.
     """
 
     def __init__(
@@ -352,9 +362,12 @@ class Encoder:
         self.routes: dict[str, Encoder] = {}
         if spec.router is not None:
             for name, route_spec in spec.router.routes.items():
+                # A route is part of this folder: no fingerprint or folder read of its own.
                 route = object.__new__(Encoder)
                 route._setup(route_spec, fingerprint, device, trust_remote_code, dtype)
                 self.routes[name] = route
+            # Callers that read one tokenizer and model get the first route's, as the
+            # reference's Router.tokenizer gives.
             first = next(iter(self.routes.values()))
             self.tokenizer, self.model = first.tokenizer, first.model
             self.hidden_size = self._routes_dimension()

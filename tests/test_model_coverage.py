@@ -225,3 +225,10 @@ def test_module_order_is_checked(models, tmp_path, modules, message):
     (folder / "modules.json").write_text(json.dumps(entries))
     with pytest.raises(ValueError, match=message):
         SentenceEmbedder(folder, device="cpu").fit()
+
+
+def test_static_model_refuses_a_token_limit(models):
+    """A static model has no token limit (the reference's is infinite): one given is refused,
+    not silently ignored."""
+    with pytest.raises(ValueError, match=r"max_seq_length=8 does not apply .* StaticEmbedding"):
+        SentenceEmbedder(models["static"], device="cpu", max_seq_length=8).fit()

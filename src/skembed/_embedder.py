@@ -81,7 +81,9 @@ default=None
         4096 on the CPU and 262144 on accelerators.
     max_seq_length : int, default=None
         Token limit per text; ``None`` means the model's. Longer texts are
-        truncated, with a warning that counts them.
+        truncated, with a warning that counts them. A StaticEmbedding model
+        reads whole texts and refuses a limit; a Router applies one to its
+        transformer routes.
     normalize_embeddings : bool, default=False
         L2-normalise the embeddings.
     prompt : str, default=None
@@ -274,7 +276,12 @@ default=None
             self.feature_names_in_ = np.asarray(names, dtype=object)
 
     def _checked_max_seq_length(self, encoder: Encoder | EncoderGroup, folder: Any) -> int:
-        """The token limit in effect, refused if the model has fewer positions."""
+        """The token limit in effect, refused if the model has fewer positions or none."""
+        if self.max_seq_length is not None and encoder.spec.static_embedding is not None:
+            raise ValueError(
+                f"max_seq_length={self.max_seq_length} does not apply to the model at {folder}: "
+                "a StaticEmbedding reads whole texts. Leave max_seq_length=None."
+            )
         max_seq_length = self.max_seq_length or encoder.default_max_seq_length
         limit = encoder.max_position_embeddings
         if limit is not None and max_seq_length > limit:

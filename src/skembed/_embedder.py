@@ -24,7 +24,7 @@ from ._inputs import (
     column_names,
     looks_like_text,
 )
-from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, allows_missing
+from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, ROLES, allows_missing
 from ._similarity import SimilarityFunction, paired_similarity, similarity
 from ._warnings import TruncationWarning, warn_at_caller
 from .cache import DiskEmbeddingStore, encode_cached, open_store
@@ -81,14 +81,28 @@ default=None
         4096 on the CPU and 262144 on accelerators.
     max_seq_length : int, default=None
         Token limit per text; ``None`` means the model's. Longer texts are
-        truncated, with a warning that counts them.
+        truncated, with a warning that counts them. A StaticEmbedding model
+        reads whole texts and refuses a limit; a Router applies one to its
+        transformer routes.
     normalize_embeddings : bool, default=False
         L2-normalise the embeddings.
     prompt : str, default=None
         Text prepended to every input.
     prompt_name : str, default=None
-        Name of a prompt saved with the model. ``None`` uses the model's
-        default prompt, if it has one.
+        Name of a prompt of :attr:`prompts_`. ``None`` uses the prompt of
+        ``role`` when it is set, else the model's default prompt, if it has one.
+    prompts : dict of str to str, default=None
+        Prompts by name, added to those saved with the model (replacing those
+        of the same name), as ``SentenceTransformer(prompts=...)`` does. For
+        example ``{"query": "query: ", "document": "passage: "}``.
+    role : {"query", "document"}, default=None
+        What the texts are, for models that encode queries and documents
+        differently. ``"query"`` makes this estimator the reference's
+        ``encode_query``: unless ``prompt`` or ``prompt_name`` is given it uses
+        the ``"query"`` prompt (empty when the model has none, never the
+        default prompt), and a model with a Router encodes through its query
+        route. ``"document"`` likewise makes it ``encode_document``. ``None``
+        is ``encode``: the default prompt, and the Router's default route.
     show_progress_bar : bool, default=False
         Show a progress bar on stderr while encoding. It counts the input
         texts, those found in a cache and repeats included.
@@ -129,6 +143,9 @@ default=None
         Effective token limit.
     prompt_ : str or None
         Effective prompt.
+    prompts_ : dict of str to str
+        The prompts in effect: ``"query"`` and ``"document"`` (empty unless
+        set), the model's saved prompts, then ``prompts``.
     model_similarity_fn_name_ : str or None
         ``similarity_fn_name`` saved with the model.
     n_features_in_ : int
@@ -163,6 +180,8 @@ default=None
         "normalize_embeddings": ["boolean"],
         "prompt": [str, None],
         "prompt_name": [str, None],
+        "prompts": [dict, None],
+        "role": [StrOptions(set(ROLES)), None],
         "show_progress_bar": ["boolean"],
         "trust_remote_code": ["boolean"],
         "revision": [str, None],
@@ -184,6 +203,8 @@ default=None
         normalize_embeddings: bool = False,
         prompt: str | None = None,
         prompt_name: str | None = None,
+        prompts: dict[str, str] | None = None,
+        role: str | None = None,
         show_progress_bar: bool = False,
         trust_remote_code: bool = False,
         revision: str | None = None,
@@ -201,6 +222,8 @@ default=None
         self.normalize_embeddings = normalize_embeddings
         self.prompt = prompt
         self.prompt_name = prompt_name
+        self.prompts = prompts
+        self.role = role
         self.show_progress_bar = show_progress_bar
         self.trust_remote_code = trust_remote_code
         self.revision = revision
@@ -253,7 +276,12 @@ default=None
             self.feature_names_in_ = np.asarray(names, dtype=object)
 
     def _checked_max_seq_length(self, encoder: Encoder | EncoderGroup, folder: Any) -> int:
-        """The token limit in effect, refused if the model has fewer positions."""
+        """The token limit in effect, refused if the model has fewer positions or none."""
+        if self.max_seq_length is not None and encoder.spec.static_embedding is not None:
+            raise ValueError(
+                f"max_seq_length={self.max_seq_length} does not apply to the model at {folder}: "
+                "a StaticEmbedding reads whole texts. Leave max_seq_length=None."
+            )
         max_seq_length = self.max_seq_length or encoder.default_max_seq_length
         limit = encoder.max_position_embeddings
         if limit is not None and max_seq_length > limit:
@@ -269,21 +297,32 @@ default=None
         return max_seq_length
 
     def _checked_prompt(self, spec: FolderSpec) -> str | None:
-        """The prompt in effect: ``prompt``, else the named (or the model's default) prompt."""
+        """The prompt in effect: ``prompt``, else the named, the role's or the default prompt.
+
+        Sets :attr:`prompts_`.
+        """
         if self.prompt is not None and self.prompt_name is not None:
             raise ValueError(
                 f"Give prompt or prompt_name, not both (got prompt={self.prompt!r}, "
                 f"prompt_name={self.prompt_name!r})."
             )
+        given = self.prompts or {}
+        bad = {k: v for k, v in given.items() if not (isinstance(k, str) and isinstance(v, str))}
+        if bad:
+            raise ValueError(f"prompts must map prompt names (str) to prompts (str); got {bad!r}.")
+        # As the reference: "query" and "document" always exist (empty unless set), so a role
+        # never falls back to the default prompt; the parameter overrides the saved prompts.
+        self.prompts_ = {**dict.fromkeys(ROLES, ""), **spec.prompts, **given}
         if self.prompt is not None:
             return self.prompt
-        prompt_name = self.prompt_name or spec.default_prompt_name
-        if prompt_name is not None and prompt_name not in spec.prompts:
+        prompt_name = self.prompt_name or self.role or spec.default_prompt_name
+        if prompt_name is not None and prompt_name not in self.prompts_:
             raise ValueError(
                 f"prompt_name={prompt_name!r} is not among the model's prompts "
-                f"{sorted(spec.prompts)}."
+                f"{sorted(self.prompts_)}."
             )
-        return spec.prompts.get(prompt_name)
+        # An empty prompt is no prompt: one cache key for both.
+        return self.prompts_.get(prompt_name) or None
 
     def _load(self, folder: Any) -> Encoder | EncoderGroup:
         """Load (or reuse) the model on the configured devices; record where it runs."""
@@ -380,6 +419,7 @@ default=None
                 max_seq_length=self.max_seq_length_,
                 prompt=self.prompt_,
                 normalize_embeddings=self.normalize_embeddings,
+                task=self.role,
             ),
             store=self._store(),
             batch_size=self.batch_size,
@@ -550,8 +590,10 @@ default=None
 
         The folder records the effective ``similarity_fn_name`` and
         ``max_seq_length``, a Normalize module when ``normalize_embeddings`` is
-        set and a custom ``prompt`` as the default prompt, so that it
-        reproduces this estimator's embeddings. ``SentenceEmbedder(path)`` and
+        set, ``prompts`` with the model's prompts and a custom ``prompt`` as the
+        default prompt, so that it reproduces this estimator's embeddings
+        (``role`` is a choice made when encoding, as in the reference, and is
+        not saved). ``SentenceEmbedder(path)`` and
         ``sentence_transformers.SentenceTransformer(path)`` both load it.
 
         Parameters
@@ -565,6 +607,7 @@ default=None
             similarity_fn_name=self.similarity_fn_name_,
             normalize=self.normalize_embeddings,
             prompt=self.prompt,
+            prompts=self.prompts,
         )
 
 

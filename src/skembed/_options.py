@@ -6,7 +6,14 @@ choices without loading torch, transformers or scikit-learn.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MODEL", "DTYPES", "DTYPE_CHOICES", "MISSING_POLICIES", "allows_missing"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "DTYPE_CHOICES",
+    "MISSING_POLICIES",
+    "ROLES",
+    "allows_missing",
+]
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -17,6 +24,10 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 # What becomes of a missing text (None, NaN, pandas.NA): refused with its position,
 # encoded as "", or given an all-zero embedding. The first is the default.
 MISSING_POLICIES = ("error", "empty", "zero")
+
+# What texts can be for asymmetric models: each names the prompt it picks and the Router
+# route it takes, as the reference's encode_query / encode_document do.
+ROLES = ("query", "document")
 
 
 def allows_missing(policy: str) -> bool:

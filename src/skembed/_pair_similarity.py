@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._embedder import SentenceEmbedder
 from ._inputs import TextInputMixin, as_text_pairs
 from ._options import allows_missing
+from ._similarity import paired_similarity
 
 __all__ = ["PairedSimilarity"]
 
@@ -29,11 +30,22 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     ----------
     embedder : SentenceEmbedder, default=None
         The embedder to clone and fit; ``None`` means ``SentenceEmbedder()``.
+    query_document : bool, default=False
+        Embed the first text of each pair as a query and the second as a
+        document (``role="query"`` and ``role="document"`` of the embedder,
+        whatever its own ``role``): the query and document prompts, and the
+        query and document routes of a model with a Router, as the
+        reference's ``encode_query`` / ``encode_document``. For question-answer
+        or query-passage pairs scored with an asymmetric model.
 
     Attributes
     ----------
     embedder_ : SentenceEmbedder
-        The fitted clone of ``embedder``.
+        The fitted clone of ``embedder`` (with ``role="query"`` when
+        ``query_document`` is set).
+    document_embedder_ : SentenceEmbedder
+        With ``query_document`` only: the fitted clone with ``role="document"``
+        that embeds the second texts.
     n_features_in_ : int
         Always 2: the two texts of a pair.
 
@@ -54,11 +66,15 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "embedder": [HasMethods(["similarity_pairwise"]), None]
+        "embedder": [HasMethods(["similarity_pairwise"]), None],
+        "query_document": ["boolean"],
     }
 
-    def __init__(self, embedder: SentenceEmbedder | None = None) -> None:
+    def __init__(
+        self, embedder: SentenceEmbedder | None = None, *, query_document: bool = False
+    ) -> None:
         self.embedder = embedder
+        self.query_document = query_document
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any = None) -> PairedSimilarity:
@@ -78,6 +94,10 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
         as_text_pairs(X, allow_missing=allows_missing(embedder.missing))
         # The embedder encodes each side as one column of texts, so it is not fitted on the
         # pairs: its transform then takes texts, as scikit-learn's column-count check wants.
+        self.__dict__.pop("document_embedder_", None)
+        if self.query_document:
+            self.document_embedder_ = clone(embedder).set_params(role="document").fit()
+            embedder.set_params(role="query")
         self.embedder_ = embedder.fit()
         self.n_features_in_ = 2
         return self
@@ -95,7 +115,15 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
         ndarray of shape (n, 1), float32
         """
         check_is_fitted(self)
-        return self.embedder_.similarity_pairwise(X).reshape(-1, 1)
+        if not self.query_document:
+            return self.embedder_.similarity_pairwise(X).reshape(-1, 1)
+        queries, documents = as_text_pairs(X, allow_missing=allows_missing(self.embedder_.missing))
+        similarities = paired_similarity(
+            self.embedder_.transform(queries),
+            self.document_embedder_.transform(documents),
+            metric=self.embedder_.similarity_fn_name_,
+        )
+        return similarities.reshape(-1, 1)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Return ``["similarity"]``.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import inspect
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -20,9 +22,12 @@ import torch
 from ._batching import Batch, PreparedChunk, pad_batch, plan_batches
 from ._folder import (
     DenseSpec,
+    DropoutSpec,
     FolderSpec,
+    LayerNormSpec,
     NormalizeSpec,
     PoolingSpec,
+    WeightedLayerPoolingSpec,
     check_model_config,
     read_folder,
     write_folder_configs,
@@ -56,11 +61,15 @@ class EncodeSettings:
         Text prepended to every input.
     normalize_embeddings : bool, default=False
         L2-normalise the output rows.
+    task : str, optional
+        The task of the texts (``"query"``, ``"document"``): picks the route of a
+        model with a Router; no effect on other models.
     """
 
     max_seq_length: int | None = None
     prompt: str | None = None
     normalize_embeddings: bool = False
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,79 @@ class _Dense(torch.nn.Module):
         if self.use_residual:
             out = out + (x if self.residual is None else self.residual(x))
         return out
+
+
+class _LayerNorm(torch.nn.Module):
+    def __init__(self, spec: LayerNormSpec) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(spec.dimension)
+        _load_strict(self, spec.path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+class _WeightedLayerPooling(torch.nn.Module):
+    def __init__(self, spec: WeightedLayerPoolingSpec) -> None:
+        super().__init__()
+        self.layer_start = spec.layer_start
+        self.layer_weights = torch.nn.Parameter(
+            torch.ones(spec.num_hidden_layers + 1 - spec.layer_start)
+        )
+        _load_strict(self, spec.path)
+
+    def forward(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        layers = torch.stack(hidden_states[self.layer_start :])
+        weights = self.layer_weights.view(-1, 1, 1, 1)
+        return (weights * layers).sum(dim=0) / self.layer_weights.sum()
+
+
+class _StaticEmbedding(torch.nn.Module):
+    """The mean of the embeddings of a text's tokens; an empty text gives zeros."""
+
+    def __init__(self, folder: Path, vocabulary_size: int) -> None:
+        super().__init__()
+        weights = _load_weights(folder)
+        if "embedding.weight" in weights:
+            table = weights["embedding.weight"]
+        elif "embeddings" in weights:
+            table = _fold_model2vec(weights)
+        else:
+            raise ValueError(
+                f"The weights in {folder} hold {sorted(weights)}; a StaticEmbedding needs "
+                "'embedding.weight' (or a model2vec 'embeddings' table)."
+            )
+        if table.ndim != 2 or table.shape[0] < vocabulary_size:
+            raise ValueError(
+                f"The embedding table in {folder} has shape {tuple(table.shape)}; its tokenizer "
+                f"makes token ids up to {vocabulary_size - 1}, so it needs a 2-D table with at "
+                f"least {vocabulary_size} rows."
+            )
+        self.embedding = torch.nn.EmbeddingBag.from_pretrained(table.float(), mode="mean")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        keep = attention_mask.bool()
+        lengths = keep.sum(dim=1)
+        offsets = torch.cumsum(lengths, dim=0) - lengths
+        return self.embedding(input_ids[keep], offsets)
+
+
+def _fold_model2vec(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One row per token id from a model2vec table, token mapping and per-token weights."""
+    table = weights["embeddings"]
+    if "mapping" in weights:
+        table = table[weights["mapping"].long()]
+    if "weights" in weights:
+        table = table.float() * weights["weights"].float()[:, None]
+    return table
+
+
+def _load_strict(module: torch.nn.Module, folder: Path) -> None:
+    """Load a module's weights, refused unless they are exactly the ones its config implies."""
+    try:
+        module.load_state_dict(_load_weights(folder))
+    except RuntimeError as exc:
+        raise ValueError(f"The weights in {folder} do not match its config.json: {exc}") from None
 
 
 def _activation(dotted: str, trust_remote_code: bool) -> torch.nn.Module:
@@ -232,8 +314,18 @@ class Encoder:
     trust_remote_code : bool, default=False
         Allow custom model code from the folder to run.
     dtype : torch.dtype, default=torch.float32
-        Precision of the transformer. Pooling sums, dense layers and
-        normalisation stay in float32.
+        Precision of the transformer. Pooling sums, dense and layer-norm
+        layers, static embeddings and normalisation stay in float32.
+
+    Attributes
+    ----------
+    spec : FolderSpec
+        The folder's modules and settings.
+    routes : dict of str to Encoder
+        For a model with a Router: one encoder per route, which
+        :meth:`encode` picks by ``EncodeSettings.task``; empty otherwise.
+    embedding_dimension : int
+        Size of the embeddings :meth:`encode` returns.
     """
 
     def __init__(
@@ -243,43 +335,125 @@ class Encoder:
         trust_remote_code: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        from transformers import AutoTokenizer
-
-        self.fingerprint = folder_fingerprint(folder)
-        self.spec: FolderSpec = read_folder(folder)
-        check_model_config(self.spec.transformer_path)
-        self.device = device
-        self.dtype = dtype
-        source = self.spec.transformer_path
-        self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ValueError(
-                f"The tokenizer of {source} has no fast (Rust) implementation; skembed needs one."
-            )
-        self._trust_remote_code = trust_remote_code
-        self.model = self._load_transformer(device, dtype)
-        self._dense = {
-            position: _Dense(step, trust_remote_code).to(device)
-            for position, step in enumerate(self.spec.steps)
-            if isinstance(step, DenseSpec)
-        }
-        self._backends: dict[int, object] = {}
-        self._lock = threading.Lock()
-        self.hidden_size = int(self.model.config.hidden_size)
-        self.embedding_dimension = self._output_dimension()
+        fingerprint = folder_fingerprint(folder)
+        self._setup(read_folder(folder), fingerprint, device, trust_remote_code, dtype)
         if folder_fingerprint(folder) != self.fingerprint:
             raise OSError(
                 f"The model folder {folder} changed while it was being loaded; load it again."
             )
 
-    def _load_transformer(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-        from transformers import AutoModel
+    def _setup(
+        self,
+        spec: FolderSpec,
+        fingerprint: str,
+        device: torch.device,
+        trust_remote_code: bool,
+        dtype: torch.dtype,
+    ) -> None:
+        """Load the modules of ``spec``: its input module, its routes and its steps."""
+        self.fingerprint = fingerprint
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        self._trust_remote_code = trust_remote_code
+        self._backends: dict[int, object] = {}
+        self._lock = threading.Lock()
+        # A Router's routes, each an encoder of its own pipeline.
+        self.routes: dict[str, Encoder] = {}
+        if spec.router is not None:
+            for name, route_spec in spec.router.routes.items():
+                # A route is part of this folder: no fingerprint or folder read of its own.
+                route = object.__new__(Encoder)
+                route._setup(route_spec, fingerprint, device, trust_remote_code, dtype)
+                self.routes[name] = route
+            # Callers that read one tokenizer and model get the first route's, as the
+            # reference's Router.tokenizer gives.
+            first = next(iter(self.routes.values()))
+            self.tokenizer, self.model = first.tokenizer, first.model
+            self.hidden_size = self._routes_dimension()
+        elif spec.static_embedding is not None:
+            self._load_static()
+        else:
+            self._load_input_transformer()
+        self._modules: dict[int, torch.nn.Module] = {}
+        for position, step in enumerate(spec.steps):
+            if isinstance(step, DenseSpec):
+                self._modules[position] = _Dense(step, trust_remote_code)
+            elif isinstance(step, LayerNormSpec):
+                self._modules[position] = _LayerNorm(step)
+            elif isinstance(step, WeightedLayerPoolingSpec):
+                self._modules[position] = self._weighted_layer_pooling(step)
+        self._modules = {k: m.to(device).eval() for k, m in self._modules.items()}
+        self.embedding_dimension = self._output_dimension()
+
+    def _load_input_transformer(self) -> None:
+        from transformers import AutoTokenizer
 
         source = self.spec.transformer_path
+        check_model_config(source)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=self._trust_remote_code
+        )
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(
+                f"The tokenizer of {source} has no fast (Rust) implementation; skembed needs one."
+            )
+        self.model = self._load_transformer(self.device, self.dtype)
+        self.hidden_size = int(self.model.config.hidden_size)
+        accepted = inspect.signature(self.model.forward).parameters
+        # T5-style encoders take no token types even when the tokenizer makes them.
+        self._token_types = (
+            "token_type_ids" in self.tokenizer.model_input_names and "token_type_ids" in accepted
+        )
+
+    def _load_static(self) -> None:
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        folder = self.spec.transformer_path
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise OSError(f"No tokenizer.json in {folder}; a StaticEmbedding needs one.")
+        self._static_tokenizer = Tokenizer.from_file(str(path))
+        # The wrapper gives the padding and special-token facts the batching code reads.
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path)))
+        # Token ids need not be contiguous: the table must cover the largest.
+        vocabulary = self._static_tokenizer.get_vocab(with_added_tokens=True)
+        self.model = _StaticEmbedding(folder, max(vocabulary.values(), default=-1) + 1).to(
+            self.device
+        )
+        self.hidden_size = self.model.embedding.embedding_dim
+        self._token_types = False
+
+    def _routes_dimension(self) -> int:
+        dimensions = {name: route.embedding_dimension for name, route in self.routes.items()}
+        if len(set(dimensions.values())) != 1:
+            raise ValueError(
+                f"The routes of the Router in {self.spec.transformer_path} give embeddings of "
+                f"different sizes {dimensions}; skembed needs one size for all texts."
+            )
+        return next(iter(dimensions.values()))
+
+    def _weighted_layer_pooling(self, step: WeightedLayerPoolingSpec) -> torch.nn.Module:
+        layers = getattr(self.model.config, "num_hidden_layers", None)
+        if layers != step.num_hidden_layers:
+            raise ValueError(
+                f"{step.path / 'config.json'}: num_hidden_layers={step.num_hidden_layers}, but the "
+                f"transformer has {layers} layers."
+            )
+        return _WeightedLayerPooling(step)
+
+    def _load_transformer(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        from transformers import AutoConfig
+
+        source = self.spec.transformer_path
+        config = AutoConfig.from_pretrained(source, trust_remote_code=self._trust_remote_code)
+        model_class = _model_class(config, source)
         # Loaded in float32, then cast: the weights on disk may be in any precision.
         with _quiet_transformers():
-            model = AutoModel.from_pretrained(
+            model = model_class.from_pretrained(
                 source,
+                config=config,
                 trust_remote_code=self._trust_remote_code,
                 dtype=torch.float32,
                 use_safetensors=(source / "model.safetensors").is_file() or None,
@@ -287,8 +461,15 @@ class Encoder:
         return model.to(device=device, dtype=dtype).eval()
 
     def _output_dimension(self) -> int:
+        """The embedding size after the steps, refused where a step's size does not fit."""
         dim = self.hidden_size
         for step in self.spec.steps:
+            expected = {DenseSpec: "in_features", LayerNormSpec: "dimension"}.get(type(step))
+            if expected is not None and getattr(step, expected) != dim:
+                raise ValueError(
+                    f"{step.path / 'config.json'}: {expected}={getattr(step, expected)}, but the "
+                    f"module before it gives embeddings of size {dim}."
+                )
             if isinstance(step, PoolingSpec):
                 dim = dim * len(step.modes)
             elif isinstance(step, DenseSpec):
@@ -297,13 +478,32 @@ class Encoder:
 
     @property
     def max_position_embeddings(self) -> int | None:
-        """The longest input the transformer's position table allows, if it has one."""
-        value = getattr(self.model.config, "max_position_embeddings", None)
+        """The longest input the transformer's position table allows, if it has one.
+
+        For a Router, the smallest of its transformers'.
+        """
+        if self.routes:
+            limits = [r.max_position_embeddings for r in self.routes.values()]
+            return min((n for n in limits if n is not None), default=None)
+        value = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         return value if isinstance(value, int) and value > 0 else None
 
     @property
     def default_max_seq_length(self) -> int:
-        """``max_seq_length`` of the folder, else the tokenizer's limit capped by the model's."""
+        """``max_seq_length`` of the folder, else the tokenizer's limit capped by the model's.
+
+        A StaticEmbedding reads whole texts (:data:`sys.maxsize`); a Router reports
+        the largest limit of its transformer routes, as the reference library does.
+        """
+        if self.routes:
+            limits = [
+                route.default_max_seq_length
+                for route in self.routes.values()
+                if route.spec.static_embedding is None
+            ]
+            return max(limits, default=sys.maxsize)
+        if self.spec.static_embedding is not None:
+            return sys.maxsize
         if self.spec.max_seq_length is not None:
             return int(self.spec.max_seq_length)
         limit = int(self.tokenizer.model_max_length)
@@ -329,6 +529,13 @@ class Encoder:
             if max_length not in self._backends:
                 from tokenizers.normalizers import Lowercase, Sequence
 
+                if self.spec.static_embedding is not None:
+                    # The reference tokenizes static inputs as its tokenizer.json says: no
+                    # token limit is added.
+                    backend = copy.deepcopy(self._static_tokenizer)
+                    backend.no_padding()
+                    self._backends[max_length] = backend
+                    return backend
                 backend = copy.deepcopy(self.tokenizer.backend_tokenizer)
                 backend.no_padding()
                 backend.enable_truncation(
@@ -384,14 +591,17 @@ class Encoder:
         EncodeResult
         """
         settings = settings or EncodeSettings()
+        if self.routes:
+            return self._encode_routed(texts, settings, batch_size, max_batch_tokens, progress)
         max_length = settings.max_seq_length or self.default_max_seq_length
         prompt = settings.prompt
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
         inputs = [prompt + text for text in texts] if prompt else list(texts)
+        pooling = self.spec.pooling
         prompt_length = (
             self.prompt_length(prompt, max_length)
-            if prompt and not self.spec.pooling.include_prompt
+            if prompt and pooling is not None and not pooling.include_prompt
             else 0
         )
         with torch.inference_mode():
@@ -409,6 +619,39 @@ class Encoder:
                     prepared.truncated
                 )
         return EncodeResult(out, truncated)
+
+    def _encode_routed(
+        self,
+        texts: list[str],
+        settings: EncodeSettings,
+        batch_size: int | None,
+        max_batch_tokens: int | None,
+        progress: Callable[[np.ndarray], None] | None,
+    ) -> EncodeResult:
+        """Encode through the route of ``settings.task``, then the steps after the Router."""
+        assert self.spec.router is not None
+        route = self.routes[self.spec.router.route_for(settings.task)]
+        # A limit other than the Router's own applies to every route, as the reference's
+        # setter does; the Router's limit leaves each route its own.
+        limit = settings.max_seq_length
+        result = route.encode(
+            texts,
+            replace(
+                settings,
+                task=None,
+                normalize_embeddings=False,
+                max_seq_length=None if limit == self.default_max_seq_length else limit,
+            ),
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            progress=progress,
+        )
+        with torch.inference_mode():
+            embeddings = self._run_steps(torch.from_numpy(result.embeddings).to(self.device))
+            if settings.normalize_embeddings:
+                embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
+            out = embeddings.cpu().numpy()
+        return EncodeResult(out, result.truncated)
 
     def _prepared_chunks(
         self, inputs: list[str], max_length: int, max_rows: int, max_tokens: int
@@ -462,7 +705,9 @@ class Encoder:
             texts = [t if len(t) <= limit else _clip(t, backend, max_length) for t in texts]
         # The fast variant skips character offsets, which are never used here (a third of
         # the time and most of the memory of a tokenized chunk).
-        encodings = backend.encode_batch_fast(texts)
+        encodings = backend.encode_batch_fast(
+            texts, add_special_tokens=self.spec.static_embedding is None
+        )
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
         pinned = self.device.type == "cuda"
         batches = []
@@ -471,7 +716,7 @@ class Encoder:
                 [encodings[i] for i in rows],
                 pad_id=self.tokenizer.pad_token_id or 0,
                 left=self.tokenizer.padding_side == "left",
-                with_token_types="token_type_ids" in self.tokenizer.model_input_names,
+                with_token_types=self._token_types,
             )
             tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
             if pinned:
@@ -500,16 +745,35 @@ class Encoder:
     def _forward(self, tensors: dict[str, torch.Tensor], prompt_length: int) -> torch.Tensor:
         """Token ids of one batch -> float32 sentence embeddings, on the model's device."""
         tensors = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
-        embeddings = self.model(**tensors, return_dict=True).last_hidden_state
+        mask = tensors["attention_mask"]
+        if self.spec.static_embedding is not None:
+            return self._run_steps(self.model(tensors["input_ids"], mask))
+        output = self.model(**tensors, return_dict=True)
+        # Hidden layers come back only when the model's config asks for them; the reference's
+        # WeightedLayerPooling passes token embeddings through unchanged otherwise.
+        layers = output.hidden_states if self.model.config.output_hidden_states else None
+        return self._run_steps(output.last_hidden_state, mask, layers, prompt_length)
+
+    def _run_steps(
+        self,
+        embeddings: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        layers: tuple[torch.Tensor, ...] | None = None,
+        prompt_length: int = 0,
+    ) -> torch.Tensor:
+        """Apply the steps after the input module (token-level ones need ``mask``)."""
         for position, step in enumerate(self.spec.steps):
             if isinstance(step, PoolingSpec):
-                pooled = pool(embeddings, tensors["attention_mask"], step.modes, prompt_length)
-                embeddings = pooled.float()
-            elif isinstance(step, DenseSpec):
-                embeddings = self._dense[position](embeddings)
+                assert mask is not None
+                embeddings = pool(embeddings, mask, step.modes, prompt_length).float()
+            elif isinstance(step, WeightedLayerPoolingSpec):
+                if layers is not None:
+                    embeddings = self._modules[position](layers)
+            elif isinstance(step, DenseSpec | LayerNormSpec):
+                embeddings = self._modules[position](embeddings)
             elif isinstance(step, NormalizeSpec):
                 embeddings = torch.nn.functional.normalize(embeddings, p=2.0, dim=-1)
-            else:
+            elif not isinstance(step, DropoutSpec):  # dropout is the identity at inference
                 raise TypeError(f"Unknown module step {step!r}.")
         return embeddings
 
@@ -521,6 +785,7 @@ class Encoder:
         similarity_fn_name: str,
         normalize: bool = False,
         prompt: str | None = None,
+        prompts: dict[str, str] | None = None,
     ) -> None:
         """Write the model as a sentence-transformers model folder.
 
@@ -529,23 +794,23 @@ class Encoder:
         path : str or path-like
             Target folder, created if needed.
         max_seq_length : int
-            Written to ``sentence_bert_config.json``.
+            Written to ``sentence_bert_config.json`` (for a Router: to every
+            route's, unless it is the Router's own limit).
         similarity_fn_name : str
             Written to ``config_sentence_transformers.json``.
         normalize : bool, default=False
             Append a Normalize module unless the model already ends with one.
         prompt : str, optional
             Saved as the default prompt ``"skembed"``.
+        prompts : dict of str to str, optional
+            Saved with the model's prompts, replacing those of the same names.
         """
         import transformers
 
         target = Path(path)
         target.mkdir(parents=True, exist_ok=True)
-        with _quiet_transformers():
-            self._float32_transformer().save_pretrained(target)
-        self.tokenizer.save_pretrained(target)
         folders = write_folder_configs(
-            self._saved_spec(normalize, prompt),
+            self._saved_spec(normalize, prompt, prompts, max_seq_length),
             target,
             hidden_size=self.hidden_size,
             max_seq_length=max_seq_length,
@@ -555,8 +820,11 @@ class Encoder:
                 "transformers": transformers.__version__,
                 "pytorch": torch.__version__,
             },
+            route_hidden_sizes={name: route.hidden_size for name, route in self.routes.items()},
         )
-        self._save_dense_weights(folders)
+        self._save_weights(folders[None])
+        for name, route in self.routes.items():
+            route._save_weights(folders[name])
 
     def _float32_transformer(self) -> torch.nn.Module:
         # A half-precision copy would save rounded weights: save the float32 original.
@@ -564,27 +832,85 @@ class Encoder:
             return self.model
         return self._load_transformer(torch.device("cpu"), torch.float32)
 
-    def _saved_spec(self, normalize: bool, prompt: str | None) -> FolderSpec:
-        """The folder spec with a final Normalize and a default prompt added as asked."""
+    def _saved_spec(
+        self,
+        normalize: bool,
+        prompt: str | None,
+        prompts: dict[str, str] | None,
+        max_seq_length: int,
+    ) -> FolderSpec:
+        """The folder spec with a final Normalize, prompts and each route's limit, as asked."""
         steps = self.spec.steps
-        if normalize and not isinstance(steps[-1], NormalizeSpec):
+        if normalize and not (steps and isinstance(steps[-1], NormalizeSpec)):
             steps = (*steps, NormalizeSpec())
-        prompts, default_prompt_name = self.spec.prompts, self.spec.default_prompt_name
+        new_prompts = {**self.spec.prompts, **(prompts or {})}
+        default_prompt_name = self.spec.default_prompt_name
         if prompt is not None:
-            prompts, default_prompt_name = {**prompts, "skembed": prompt}, "skembed"
+            new_prompts, default_prompt_name = {**new_prompts, "skembed": prompt}, "skembed"
+        router = self.spec.router
+        if router is not None:
+            limit = None if max_seq_length == self.default_max_seq_length else max_seq_length
+            routes = {
+                name: replace(
+                    route.spec,
+                    max_seq_length=None
+                    if route.spec.static_embedding is not None
+                    else limit or route.default_max_seq_length,
+                )
+                for name, route in self.routes.items()
+            }
+            router = replace(router, routes=routes)
         return replace(
-            self.spec, steps=steps, prompts=prompts, default_prompt_name=default_prompt_name
+            self.spec,
+            steps=steps,
+            prompts=new_prompts,
+            default_prompt_name=default_prompt_name,
+            router=router,
         )
 
-    def _save_dense_weights(self, folders: list[Path]) -> None:
+    def _save_weights(self, folders: list[Path]) -> None:
+        """Write the input module's files into ``folders[0]`` and each step's weights after."""
         from safetensors.torch import save_file
 
-        # The layout numbers module folders by position: dense weights go where the configs went.
-        for position, dense in self._dense.items():
+        if self.spec.static_embedding is not None:
+            weights = {"embedding.weight": self.model.embedding.weight.detach().cpu().contiguous()}
+            save_file(weights, folders[0] / "model.safetensors")
+            self._static_tokenizer.save(str(folders[0] / "tokenizer.json"))
+        elif self.spec.router is None:
+            with _quiet_transformers():
+                self._float32_transformer().save_pretrained(folders[0])
+            self.tokenizer.save_pretrained(folders[0])
+        # The layout numbers step folders by position: weights go where the configs went.
+        for position, module in self._modules.items():
             save_file(
-                {k: v.detach().cpu().contiguous() for k, v in dense.state_dict().items()},
-                folders[position] / "model.safetensors",
+                {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                folders[position + 1] / "model.safetensors",
             )
+
+
+# Encoder-decoder configs whose encoder runs alone, by model type: the class that loads it.
+_ENCODER_CLASSES = {
+    "t5": "T5EncoderModel",
+    "mt5": "MT5EncoderModel",
+    "umt5": "UMT5EncoderModel",
+    "longt5": "LongT5EncoderModel",
+}
+
+
+def _model_class(config, source: Path) -> type:
+    """The transformers class that runs the encoder of ``config``."""
+    import transformers
+
+    # Keyed by model type, not by is_encoder_decoder: a saved encoder alone clears that flag.
+    name = _ENCODER_CLASSES.get(config.model_type)
+    if name is not None:
+        return getattr(transformers, name)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"{source / 'config.json'}: model_type {config.model_type!r} is an encoder-decoder "
+            f"model; skembed runs the encoder of {sorted(_ENCODER_CLASSES)} only."
+        )
+    return transformers.AutoModel
 
 
 @contextmanager

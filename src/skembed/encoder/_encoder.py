@@ -521,6 +521,7 @@ class Encoder:
         similarity_fn_name: str,
         normalize: bool = False,
         prompt: str | None = None,
+        truncate_dim: int | None = None,
     ) -> None:
         """Write the model as a sentence-transformers model folder.
 
@@ -536,6 +537,9 @@ class Encoder:
             Append a Normalize module unless the model already ends with one.
         prompt : str, optional
             Saved as the default prompt ``"skembed"``.
+        truncate_dim : int, optional
+            Written to ``config_sentence_transformers.json``, where the reference
+            library reads it too.
         """
         import transformers
 
@@ -555,6 +559,7 @@ class Encoder:
                 "transformers": transformers.__version__,
                 "pytorch": torch.__version__,
             },
+            truncate_dim=truncate_dim,
         )
         self._save_dense_weights(folders)
 

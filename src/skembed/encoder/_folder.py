@@ -78,6 +78,8 @@ class FolderSpec:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
+    # Embedding columns kept after the last module (Matryoshka models); None keeps all.
+    truncate_dim: int | None = None
 
     @property
     def pooling(self) -> PoolingSpec:
@@ -308,6 +310,7 @@ def read_folder(path: Path) -> FolderSpec:
         similarity_fn_name=_field(
             st_config, st_path, "similarity_fn_name", (str, type(None)), None
         ),
+        truncate_dim=_size_field(st_config, st_path, "truncate_dim", None),
     )
 
 
@@ -376,6 +379,7 @@ def write_folder_configs(
     max_seq_length: int,
     similarity_fn_name: str,
     versions: dict[str, str],
+    truncate_dim: int | None = None,
 ) -> list[Path]:
     """Write the sentence-transformers config files of ``spec`` into ``path``.
 
@@ -429,15 +433,15 @@ def write_folder_configs(
         path / "sentence_bert_config.json",
         {"max_seq_length": max_seq_length, "do_lower_case": spec.do_lower_case},
     )
-    _write_json(
-        path / "config_sentence_transformers.json",
-        {
-            "__version__": versions,
-            "prompts": spec.prompts,
-            "default_prompt_name": spec.default_prompt_name,
-            "similarity_fn_name": similarity_fn_name,
-        },
-    )
+    st_config: dict[str, Any] = {
+        "__version__": versions,
+        "prompts": spec.prompts,
+        "default_prompt_name": spec.default_prompt_name,
+        "similarity_fn_name": similarity_fn_name,
+    }
+    if truncate_dim is not None:
+        st_config["truncate_dim"] = truncate_dim
+    _write_json(path / "config_sentence_transformers.json", st_config)
     return folders
 
 

@@ -15,11 +15,13 @@ from ._similarity_function import SimilarityFunction
 from ._warnings import TruncationWarning
 
 __all__ = [
+    "EmbeddingQuantizer",
     "PairSimilarity",
     "PairedSimilarity",
     "SentenceEmbedder",
     "SimilarityFunction",
     "TruncationWarning",
+    "evaluate_sts",
     "paired_similarity",
     "pairwise_similarity",
     "semantic_search",
@@ -29,7 +31,9 @@ __version__ = "0.2.0"
 
 # Public name -> the private module that defines it.
 _LAZY = {
+    "EmbeddingQuantizer": "._quantization",
     "SentenceEmbedder": "._embedder",
+    "evaluate_sts": "._evaluation",
     "PairedSimilarity": "._pair_similarity",
     "paired_similarity": "._similarity",
     "semantic_search": "._similarity",

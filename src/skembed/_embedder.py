@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 import joblib
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import resolve_devices, resolve_dtype
+from ._evaluation import spearman_score
 from ._inputs import (
     TextInputMixin,
     as_text_pairs,
@@ -293,7 +293,8 @@ default=None
         truncate_dim = self.truncate_dim or encoder.spec.truncate_dim
         if truncate_dim is not None and truncate_dim > encoder.embedding_dimension:
             source = (
-                "truncate_dim" if self.truncate_dim is not None
+                "truncate_dim"
+                if self.truncate_dim is not None
                 else f"truncate_dim in {folder / 'config_sentence_transformers.json'}"
             )
             raise ValueError(
@@ -554,11 +555,7 @@ default=None
         """
         if sample_weight is not None:
             raise ValueError("SentenceEmbedder.score does not support sample_weight.")
-        gold = np.asarray(y, dtype=np.float64).ravel()
-        scores = self.similarity_pairwise(X)
-        if len(gold) != len(scores):
-            raise ValueError(f"X has {len(scores)} pairs but y has {len(gold)} scores.")
-        return float(spearmanr(scores, gold).statistic)
+        return spearman_score(self.similarity_pairwise(X), y)
 
     def pair_similarity(self, X: Any) -> np.ndarray:
         """Deprecated alias of ``similarity_pairwise(X)`` for text pairs.

@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
 from ._embedder import SentenceEmbedder
+from ._evaluation import spearman_score
 from ._inputs import TextInputMixin, as_text_pairs
 from ._options import allows_missing
 
@@ -25,15 +26,26 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     hyperparameter of the nested embedder
     (``"<step>__embedder__similarity_fn_name"`` in a grid search).
 
+    With a ``quantizer``, the pairs are scored on quantized embeddings: the
+    quantizer is calibrated on the embeddings of the training pairs' texts
+    and scores as :meth:`EmbeddingQuantizer.similarity_pairwise` does, so a
+    grid search can weigh ``"quantizer__precision"`` (with, say,
+    ``"embedder__truncate_dim"``) by :meth:`score`.
+
     Parameters
     ----------
     embedder : SentenceEmbedder, default=None
         The embedder to clone and fit; ``None`` means ``SentenceEmbedder()``.
+    quantizer : EmbeddingQuantizer, default=None
+        The quantizer to clone and calibrate; ``None`` compares the float
+        embeddings with ``embedder.similarity_fn_name``.
 
     Attributes
     ----------
     embedder_ : SentenceEmbedder
         The fitted clone of ``embedder``.
+    quantizer_ : EmbeddingQuantizer or None
+        The calibrated clone of ``quantizer``.
     n_features_in_ : int
         Always 2: the two texts of a pair.
 
@@ -54,11 +66,13 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "embedder": [HasMethods(["similarity_pairwise"]), None]
+        "embedder": [HasMethods(["similarity_pairwise"]), None],
+        "quantizer": [HasMethods(["fit", "transform", "similarity_pairwise"]), None],
     }
 
-    def __init__(self, embedder: SentenceEmbedder | None = None) -> None:
+    def __init__(self, embedder: SentenceEmbedder | None = None, quantizer: Any = None) -> None:
         self.embedder = embedder
+        self.quantizer = quantizer
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any = None) -> PairedSimilarity:
@@ -75,10 +89,14 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
         self : PairedSimilarity
         """
         embedder = clone(SentenceEmbedder() if self.embedder is None else self.embedder)
-        as_text_pairs(X, allow_missing=allows_missing(embedder.missing))
+        first, second = as_text_pairs(X, allow_missing=allows_missing(embedder.missing))
         # The embedder encodes each side as one column of texts, so it is not fitted on the
         # pairs: its transform then takes texts, as scikit-learn's column-count check wants.
         self.embedder_ = embedder.fit()
+        self.quantizer_ = None
+        if self.quantizer is not None:
+            calibration = self.embedder_.transform(first + second)
+            self.quantizer_ = clone(self.quantizer).fit(calibration)
         self.n_features_in_ = 2
         return self
 
@@ -95,7 +113,33 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
         ndarray of shape (n, 1), float32
         """
         check_is_fitted(self)
-        return self.embedder_.similarity_pairwise(X).reshape(-1, 1)
+        if self.quantizer_ is None:
+            return self.embedder_.similarity_pairwise(X).reshape(-1, 1)
+        first, second = as_text_pairs(X, allow_missing=allows_missing(self.embedder_.missing))
+        codes = self.quantizer_.transform(self.embedder_.transform(first + second))
+        scores = self.quantizer_.similarity_pairwise(codes[: len(first)], codes[len(first) :])
+        return np.asarray(scores).reshape(-1, 1)
+
+    def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
+        """Spearman correlation between the pair similarities and gold scores.
+
+        Parameters
+        ----------
+        X : text pairs
+            Two-column DataFrame, ``(n, 2)`` array or list of 2-tuples.
+        y : array-like of shape (n,)
+            Gold similarity scores.
+        sample_weight : None
+            Not supported; present for the scikit-learn signature.
+
+        Returns
+        -------
+        float
+            Spearman's rho, as :meth:`SentenceEmbedder.score`.
+        """
+        if sample_weight is not None:
+            raise ValueError("PairedSimilarity.score does not support sample_weight.")
+        return spearman_score(self.transform(X).ravel(), y)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Return ``["similarity"]``.

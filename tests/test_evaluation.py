@@ -43,7 +43,7 @@ def test_metrics_subset_and_bad_lengths(tiny_model):
 def test_cli_prints_the_figures_of_evaluate_sts(tiny_model, capsys, monkeypatch):
     from skembed import cli, datasets
 
-    rows = [(a, b, float(g)) for (a, b), g in zip(PAIRS, GOLD)]
+    rows = [(a, b, float(g)) for (a, b), g in zip(PAIRS, GOLD, strict=True)]
     monkeypatch.setattr(datasets, "iter_stsb", lambda split: iter(rows))
     assert cli.main(["evaluate", "stsb", "--model", str(tiny_model), "--device", "cpu"]) in (
         0,
@@ -52,7 +52,7 @@ def test_cli_prints_the_figures_of_evaluate_sts(tiny_model, capsys, monkeypatch)
     printed = capsys.readouterr().out.splitlines()[2:]
     assert len(printed) == len(METRICS)
     figures = evaluate_sts(SentenceEmbedder(tiny_model, device="cpu"), PAIRS, GOLD)
-    for line, (metric, values) in zip(printed, figures.items()):
+    for line, (metric, values) in zip(printed, figures.items(), strict=True):
         name, spearman, pearson = line.split()
         assert name == metric
         assert float(spearman) == pytest.approx(100 * values["spearman"], abs=0.006)

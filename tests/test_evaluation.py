@@ -57,3 +57,20 @@ def test_cli_prints_the_figures_of_evaluate_sts(tiny_model, capsys, monkeypatch)
         assert name == metric
         assert float(spearman) == pytest.approx(100 * values["spearman"], abs=0.006)
         assert float(pearson) == pytest.approx(100 * values["pearson"], abs=0.006)
+
+
+def test_save_writes_a_model_card_with_the_figures_given(tiny_model, tmp_path):
+    embedder = SentenceEmbedder(tiny_model, device="cpu", similarity_fn_name="dot").fit()
+    figures = evaluate_sts(embedder, PAIRS, GOLD, metrics=["dot"])
+    embedder.save(tmp_path / "saved", evaluation=figures, evaluated_on="toy pairs")
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert f"Saved by skembed from `{tiny_model}`." in card
+    assert "| pooling | mean |" in card
+    assert "| similarity function | dot |" in card
+    assert "| max_seq_length | 24 |" in card
+    assert "## Evaluation: toy pairs" in card
+    spearman, pearson = 100 * figures["dot"]["spearman"], 100 * figures["dot"]["pearson"]
+    assert f"| dot | {spearman:.2f} | {pearson:.2f} |" in card
+    # A card without figures has no evaluation section.
+    embedder.save(tmp_path / "plain")
+    assert "Evaluation" not in (tmp_path / "plain" / "README.md").read_text()

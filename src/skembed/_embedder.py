@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from enum import Enum
 from numbers import Integral
+from pathlib import Path
 from typing import Any, ClassVar
 
 import joblib
@@ -25,6 +27,7 @@ from ._inputs import (
     column_names,
     looks_like_text,
 )
+from ._model_card import model_card
 from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, allows_missing
 from ._similarity import SimilarityFunction, paired_similarity, similarity
 from ._warnings import TruncationWarning, warn_at_caller
@@ -580,8 +583,14 @@ default=None
         )
         return self.similarity_pairwise(X)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the model as a sentence-transformers folder.
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        evaluation: Mapping[str, Mapping[str, float]] | None = None,
+        evaluated_on: str | None = None,
+    ) -> None:
+        """Save the model as a sentence-transformers folder, with a model card.
 
         The folder records the effective ``similarity_fn_name``,
         ``max_seq_length`` and ``truncate_dim``, a Normalize module when
@@ -592,10 +601,19 @@ default=None
         refused. ``SentenceEmbedder(path)`` and
         ``sentence_transformers.SentenceTransformer(path)`` both load it.
 
+        A short model card, ``README.md``, names the source model, the
+        pooling, the similarity function, ``max_seq_length`` and the
+        embedding size, and, when given, the STS figures.
+
         Parameters
         ----------
         path : str or path-like
             Target folder.
+        evaluation : dict, default=None
+            Figures from :func:`skembed.evaluate_sts` (``{metric: {"spearman":
+            rho, "pearson": r}}``) to write in the model card.
+        evaluated_on : str, default=None
+            What ``evaluation`` was measured on, e.g. ``"STSb test"``.
         """
         encoder = self._get_encoder()
         if self.truncate_dim_ is not None and self.normalize_embeddings:
@@ -613,6 +631,17 @@ default=None
             prompt=self.prompt,
             truncate_dim=self.truncate_dim_,
         )
+        card = model_card(
+            source=str(self.model_name_or_path),
+            pooling=encoder.spec.pooling.modes,
+            similarity_fn_name=self.similarity_fn_name_,
+            max_seq_length=self.max_seq_length_,
+            n_features_out=self.n_features_out_,
+            truncate_dim=self.truncate_dim_,
+            evaluation=evaluation,
+            evaluated_on=evaluated_on,
+        )
+        (Path(path) / "README.md").write_text(card, encoding="utf-8")
 
 
 def _truncated(embeddings: np.ndarray, truncate_dim: int, normalize: bool) -> np.ndarray:

@@ -65,14 +65,14 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     Attributes
     ----------
-    ranges_ : ndarray of shape (2, n_features_in_), float32
+    ranges_ : ndarray of shape (2, n_features), float32
         Per-dimension minimum and maximum of the calibration embeddings
         (scalar precisions only).
     n_features_in_ : int
         Embedding size seen in :meth:`fit`.
     n_features_out_ : int
-        Code width: ``n_features_in_``, or ``ceil(n_features_in_ / 8)`` bytes
-        for packed bits.
+        Code width (``n_codes`` in the shapes below): ``n_features_in_``,
+        or ``ceil(n_features_in_ / 8)`` bytes for packed bits.
 
     Examples
     --------
@@ -142,12 +142,12 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, n_features)
             Float embeddings.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_features_out_)
+        ndarray of shape (n_samples, n_codes)
             float32, int8 or uint8 codes, by ``precision``.
         """
         check_is_fitted(self, "n_features_out_")
@@ -175,12 +175,12 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, n_features)
             int8 or uint8 codes from :meth:`transform`.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_features_in_), float64
+        ndarray of shape (n_samples, n_features), float64
             Within one bucket width below the original values that fell
             inside the calibrated range.
         """
@@ -227,9 +227,9 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        X : ndarray of shape (n_x, n_features_out_)
+        X : ndarray of shape (n_x, n_codes)
             Codes from :meth:`transform`.
-        Y : ndarray of shape (n_y, n_features_out_), default=None
+        Y : ndarray of shape (n_y, n_codes), default=None
             Codes; ``None`` compares ``X`` with itself.
 
         Returns
@@ -251,7 +251,7 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        X, Y : ndarray of shape (n, n_features_out_)
+        X, Y : ndarray of shape (n, n_codes)
             Codes from :meth:`transform`.
 
         Returns
@@ -285,9 +285,9 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        queries : ndarray of shape (n_queries, n_features_in_) or (n_queries, n_features_out_)
+        queries : ndarray of shape (n_queries, n_features) or (n_queries, n_codes)
             Float query embeddings, or codes of this quantizer.
-        corpus : ndarray of shape (n_corpus, n_features_out_)
+        corpus : ndarray of shape (n_corpus, n_codes)
             Codes of this quantizer.
         top_k : int, default=10
             Results per query, at most ``n_corpus``.

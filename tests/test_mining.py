@@ -127,3 +127,18 @@ def test_mining_and_communities_equal_the_reference_on_2000_stsb_sentences(
     assert len(ours_found) > 5
     assert [sorted(c) for c in ours_found] == [sorted(c) for c in expected]
     assert [c[0] for c in ours_found] == [c[0] for c in expected]
+
+
+def test_clusterer_ends_a_pipeline_from_texts(tiny_model, fresh_cache):
+    from sklearn.pipeline import make_pipeline
+
+    from skembed import SentenceEmbedder
+
+    texts = ["the cat sits", "the cat sits", "a dog plays", "the cat sits in the garden"]
+    pipeline = make_pipeline(
+        SentenceEmbedder(tiny_model, device="cpu"), CommunityClusterer(0.99, 2)
+    )
+    labels = pipeline.fit_predict(texts)
+    assert labels[0] == labels[1] == 0  # the same text twice: similarity 1
+    embeddings = SentenceEmbedder(tiny_model, device="cpu").fit_transform(texts)
+    np.testing.assert_array_equal(labels, CommunityClusterer(0.99, 2).fit_predict(embeddings))

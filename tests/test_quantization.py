@@ -97,7 +97,7 @@ def test_search_finds_the_rows_and_rescoring_ranks_by_float_dot(precision):
 
 
 def test_bad_inputs_are_refused_with_what_was_given():
-    with pytest.raises(ValueError, match="got 1 row, expected at least 2"):
+    with pytest.raises(ValueError, match="needs at least 2 samples; got 1 sample"):
         EmbeddingQuantizer("int8").fit(CALIBRATION[:1])
     quantizer = EmbeddingQuantizer("int8").fit(CALIBRATION)
     codes = quantizer.transform(EMBEDDINGS)

@@ -113,10 +113,10 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """
         X = self._checked(X, reset=True)
         if self.precision in _SCALAR:
-            if X.shape[0] < 2:
+            if X.shape[0] == 1:
                 raise ValueError(
                     f"precision={self.precision!r} learns each dimension's range from the "
-                    f"calibration embeddings; got {X.shape[0]} row, expected at least 2."
+                    f"calibration embeddings: it needs at least 2 samples; got 1 sample."
                 )
             self.ranges_ = np.vstack([X.min(axis=0), X.max(axis=0)]).astype(np.float32)
         packed = self.precision in _PACKED
@@ -129,11 +129,11 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return self.n_features_out_
 
     def _checked(self, X: Any, *, reset: bool) -> np.ndarray:
-        X = validate_data(self, X, reset=reset, dtype=None, ensure_min_samples=1)
-        if not np.issubdtype(X.dtype, np.floating):
+        X = validate_data(self, X, reset=reset, dtype="numeric")
+        if X.dtype in (np.int8, np.uint8):
             raise ValueError(
-                f"EmbeddingQuantizer takes float embeddings; got dtype {X.dtype}. Quantized "
-                "codes cannot be quantized again."
+                f"EmbeddingQuantizer takes embeddings; got dtype {X.dtype}, the dtype of "
+                "quantized codes, which cannot be quantized again."
             )
         return X
 

@@ -201,7 +201,9 @@ def community_detection(
         return []
     # The reference's arithmetic (torch, float32 unit rows, one matrix product per block), so
     # that scores at the threshold fall on the same side of it.
-    unit = torch.nn.functional.normalize(torch.as_tensor(E), p=2.0, dim=1)
+    # torch warns on read-only arrays (a cached transform output is one); normalize copies anyway.
+    rows = torch.as_tensor(E if E.flags.writeable else E.copy())
+    unit = torch.nn.functional.normalize(rows, p=2.0, dim=1)
     # The reference compares with a float32 threshold, whatever the embeddings' dtype.
     level = np.float32(threshold)
     candidates = []

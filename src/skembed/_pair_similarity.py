@@ -76,7 +76,7 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any = None) -> PairedSimilarity:
-        """Fit a clone of the embedder on the text pairs ``X``.
+        """Fit a clone of the embedder; calibrate a clone of the quantizer on ``X``'s texts.
 
         Parameters
         ----------
@@ -110,7 +110,8 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n, 1), float32
+        ndarray of shape (n, 1)
+            float32; float64 for int8/uint8 codes.
         """
         check_is_fitted(self)
         if self.quantizer_ is None:

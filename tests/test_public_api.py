@@ -63,6 +63,9 @@ def test_pair_similarity_method_warns_and_gives_similarity_pairwise(tiny_model):
         ("skembed._embedder", ["SentenceEmbedder"]),
         ("skembed._pair_similarity", ["PairedSimilarity"]),
         ("skembed._similarity_function", ["SimilarityFunction"]),
+        ("skembed._quantization", ["EmbeddingQuantizer"]),
+        ("skembed._mining", ["CommunityClusterer", "community_detection", "paraphrase_mining"]),
+        ("skembed._evaluation", ["evaluate_sts"]),
     ],
 )
 def test_private_modules_define_the_public_objects(module, names):

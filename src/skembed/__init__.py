@@ -15,13 +15,18 @@ from ._similarity_function import SimilarityFunction
 from ._warnings import TruncationWarning
 
 __all__ = [
+    "CommunityClusterer",
+    "EmbeddingQuantizer",
     "PairSimilarity",
     "PairedSimilarity",
     "SentenceEmbedder",
     "SimilarityFunction",
     "TruncationWarning",
+    "community_detection",
+    "evaluate_sts",
     "paired_similarity",
     "pairwise_similarity",
+    "paraphrase_mining",
     "semantic_search",
     "similarity",
 ]
@@ -29,7 +34,12 @@ __version__ = "0.2.0"
 
 # Public name -> the private module that defines it.
 _LAZY = {
+    "CommunityClusterer": "._mining",
+    "community_detection": "._mining",
+    "paraphrase_mining": "._mining",
+    "EmbeddingQuantizer": "._quantization",
     "SentenceEmbedder": "._embedder",
+    "evaluate_sts": "._evaluation",
     "PairedSimilarity": "._pair_similarity",
     "paired_similarity": "._similarity",
     "semantic_search": "._similarity",

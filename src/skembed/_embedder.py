@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
+from enum import Enum
 from numbers import Integral
+from pathlib import Path
 from typing import Any, ClassVar
 
 import joblib
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import resolve_devices, resolve_dtype
+from ._evaluation import spearman_score
 from ._inputs import (
     TextInputMixin,
     as_text_pairs,
@@ -24,6 +27,7 @@ from ._inputs import (
     column_names,
     looks_like_text,
 )
+from ._model_card import model_card
 from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, ROLES, allows_missing
 from ._similarity import SimilarityFunction, paired_similarity, similarity
 from ._warnings import TruncationWarning, warn_at_caller
@@ -85,7 +89,16 @@ default=None
         reads whole texts and refuses a limit; a Router applies one to its
         transformer routes.
     normalize_embeddings : bool, default=False
-        L2-normalise the embeddings.
+        L2-normalise the embeddings (after ``truncate_dim``, as the reference
+        library does).
+    truncate_dim : int, default=None
+        Keep the first ``truncate_dim`` embedding columns (Matryoshka models
+        are trained for it). ``None`` means the model's saved ``truncate_dim``,
+        else all columns. As in the reference library, the cut comes after
+        the model's modules (a Normalize module included, so the rows are then
+        not unit length) and before ``normalize_embeddings``. A value above
+        the model's embedding size is refused. Truncating reuses the cached
+        full embeddings, so a grid search over it encodes each text once.
     prompt : str, default=None
         Text prepended to every input.
     prompt_name : str, default=None
@@ -138,7 +151,9 @@ default=None
     dtype_ : str
         The precision the transformer runs in.
     n_features_out_ : int
-        Embedding size.
+        Embedding size, after ``truncate_dim``.
+    truncate_dim_ : int or None
+        The ``truncate_dim`` in effect (the parameter, else the model's).
     max_seq_length_ : int
         Effective token limit.
     prompt_ : str or None
@@ -168,16 +183,16 @@ default=None
 
     _parameter_constraints: ClassVar[dict] = {
         "model_name_or_path": [str, os.PathLike],
-        "similarity_fn_name": [
-            StrOptions({*SimilarityFunction.possible_values(), "dot_product"}),
-            None,
-        ],
+        # Any str or Enum here (sentence-transformers' members are a plain Enum); fit names
+        # an unknown metric, and refuses the reference's MaxSim with the reason.
+        "similarity_fn_name": [str, Enum, None],
         "device": [str, torch.device, list, tuple, None],
         "dtype": [StrOptions(set(DTYPE_CHOICES))],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_batch_tokens": [Interval(Integral, 1, None, closed="left"), None],
         "max_seq_length": [Interval(Integral, 1, None, closed="left"), None],
         "normalize_embeddings": ["boolean"],
+        "truncate_dim": [Interval(Integral, 1, None, closed="left"), None],
         "prompt": [str, None],
         "prompt_name": [str, None],
         "prompts": [dict, None],
@@ -201,6 +216,7 @@ default=None
         max_batch_tokens: int | None = None,
         max_seq_length: int | None = None,
         normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
         prompt: str | None = None,
         prompt_name: str | None = None,
         prompts: dict[str, str] | None = None,
@@ -220,6 +236,7 @@ default=None
         self.max_batch_tokens = max_batch_tokens
         self.max_seq_length = max_seq_length
         self.normalize_embeddings = normalize_embeddings
+        self.truncate_dim = truncate_dim
         self.prompt = prompt
         self.prompt_name = prompt_name
         self.prompts = prompts
@@ -247,6 +264,11 @@ default=None
         self : SentenceEmbedder
         """
         self._reset()
+        if self.similarity_fn_name is not None:
+            try:
+                SimilarityFunction(self.similarity_fn_name)
+            except ValueError as exc:
+                raise ValueError(f"similarity_fn_name: {exc}") from None
         if X is not None:
             self._record_input(X)
         self._store()  # refuses a malformed memory= before the model is loaded
@@ -257,7 +279,8 @@ default=None
         spec = encoder.spec
         self.model_folder_ = str(folder)
         self.model_fingerprint_ = encoder.fingerprint
-        self.n_features_out_ = encoder.embedding_dimension
+        self.truncate_dim_ = self._checked_truncate_dim(encoder, folder)
+        self.n_features_out_ = self.truncate_dim_ or encoder.embedding_dimension
         self.max_seq_length_ = self._checked_max_seq_length(encoder, folder)
         self.prompt_ = self._checked_prompt(spec)
         self.model_similarity_fn_name_ = _checked_model_metric(spec, folder)
@@ -295,6 +318,21 @@ default=None
                 f"{source} exceeds the {limit} positions the model at {folder} supports."
             )
         return max_seq_length
+
+    def _checked_truncate_dim(self, encoder: Encoder | EncoderGroup, folder: Any) -> int | None:
+        """The column count in effect, refused if the model's embeddings are narrower."""
+        truncate_dim = self.truncate_dim or encoder.spec.truncate_dim
+        if truncate_dim is not None and truncate_dim > encoder.embedding_dimension:
+            source = (
+                "truncate_dim"
+                if self.truncate_dim is not None
+                else f"truncate_dim in {folder / 'config_sentence_transformers.json'}"
+            )
+            raise ValueError(
+                f"{source}={truncate_dim} exceeds the {encoder.embedding_dimension} embedding "
+                f"dimensions of the model at {folder}."
+            )
+        return truncate_dim
 
     def _checked_prompt(self, spec: FolderSpec) -> str | None:
         """The prompt in effect: ``prompt``, else the named, the role's or the default prompt.
@@ -418,7 +456,8 @@ default=None
             EncodeSettings(
                 max_seq_length=self.max_seq_length_,
                 prompt=self.prompt_,
-                normalize_embeddings=self.normalize_embeddings,
+                # Normalising comes after the cut: the cache holds the full rows unnormalised.
+                normalize_embeddings=self.normalize_embeddings and self.truncate_dim_ is None,
                 task=self.role,
             ),
             store=self._store(),
@@ -426,6 +465,9 @@ default=None
             max_batch_tokens=self.max_batch_tokens,
             show_progress_bar=self.show_progress_bar,
         )
+        embeddings = result.embeddings
+        if self.truncate_dim_ is not None:
+            embeddings = _truncated(embeddings, self.truncate_dim_, self.normalize_embeddings)
         cut = np.flatnonzero(result.truncated)
         if len(cut):
             zeroed = present is not None and self.missing == "zero"
@@ -440,10 +482,10 @@ default=None
                 )
             )
         if present is None or self.missing != "zero":
-            return result.embeddings
-        embeddings = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
-        embeddings[present] = result.embeddings
-        return embeddings
+            return embeddings
+        out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
+        out[present] = embeddings
+        return out
 
     def transform(self, X: Any) -> np.ndarray:
         """Encode texts into embeddings.
@@ -556,11 +598,7 @@ default=None
         """
         if sample_weight is not None:
             raise ValueError("SentenceEmbedder.score does not support sample_weight.")
-        gold = np.asarray(y, dtype=np.float64).ravel()
-        scores = self.similarity_pairwise(X)
-        if len(gold) != len(scores):
-            raise ValueError(f"X has {len(scores)} pairs but y has {len(gold)} scores.")
-        return float(spearmanr(scores, gold).statistic)
+        return spearman_score(self.similarity_pairwise(X), y)
 
     def pair_similarity(self, X: Any) -> np.ndarray:
         """Deprecated alias of ``similarity_pairwise(X)`` for text pairs.
@@ -585,30 +623,78 @@ default=None
         )
         return self.similarity_pairwise(X)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the model as a sentence-transformers folder.
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        evaluation: Mapping[str, Mapping[str, float]] | None = None,
+        evaluated_on: str | None = None,
+    ) -> None:
+        """Save the model as a sentence-transformers folder, with a model card.
 
-        The folder records the effective ``similarity_fn_name`` and
-        ``max_seq_length``, a Normalize module when ``normalize_embeddings`` is
-        set, ``prompts`` with the model's prompts and a custom ``prompt`` as the
-        default prompt, so that it reproduces this estimator's embeddings
-        (``role`` is a choice made when encoding, as in the reference, and is
-        not saved). ``SentenceEmbedder(path)`` and
+        The folder records the effective ``similarity_fn_name``,
+        ``max_seq_length`` and ``truncate_dim``, a Normalize module when
+        ``normalize_embeddings`` is set, ``prompts`` with the model's prompts
+        and a custom ``prompt`` as the default prompt, so that it reproduces
+        this estimator's embeddings (``role`` is a choice made when encoding,
+        as in the reference, and is not saved). The format cannot express
+        normalising after truncation (its Normalize module runs before the
+        cut), so ``truncate_dim`` with ``normalize_embeddings`` is refused.
+        ``SentenceEmbedder(path)`` and
         ``sentence_transformers.SentenceTransformer(path)`` both load it.
+
+        A short model card, ``README.md``, names the source model, the
+        pooling, the similarity function, ``max_seq_length`` and the
+        embedding size, and, when given, the STS figures.
 
         Parameters
         ----------
         path : str or path-like
             Target folder.
+        evaluation : dict, default=None
+            Figures from :func:`skembed.evaluate_sts` (``{metric: {"spearman":
+            rho, "pearson": r}}``) to write in the model card.
+        evaluated_on : str, default=None
+            What ``evaluation`` was measured on, e.g. ``"STSb test"``.
         """
-        self._get_encoder().save(
+        encoder = self._get_encoder()
+        if self.truncate_dim_ is not None and self.normalize_embeddings:
+            raise ValueError(
+                f"Cannot save truncate_dim={self.truncate_dim_} with normalize_embeddings=True: "
+                "a saved model normalises before truncating, this estimator after. Save with "
+                "normalize_embeddings=False and normalise when loading "
+                "(SentenceEmbedder(path, normalize_embeddings=True))."
+            )
+        encoder.save(
             path,
             max_seq_length=self.max_seq_length_,
             similarity_fn_name=self.similarity_fn_name_,
             normalize=self.normalize_embeddings,
             prompt=self.prompt,
             prompts=self.prompts,
+            truncate_dim=self.truncate_dim_,
         )
+        card = model_card(
+            source=str(self.model_name_or_path),
+            # A StaticEmbedding or a Router input has no top-level Pooling.
+            pooling=encoder.spec.pooling.modes if encoder.spec.pooling else (),
+            similarity_fn_name=self.similarity_fn_name_,
+            max_seq_length=self.max_seq_length_,
+            n_features_out=self.n_features_out_,
+            truncate_dim=self.truncate_dim_,
+            evaluation=evaluation,
+            evaluated_on=evaluated_on,
+        )
+        (Path(path) / "README.md").write_text(card, encoding="utf-8")
+
+
+def _truncated(embeddings: np.ndarray, truncate_dim: int, normalize: bool) -> np.ndarray:
+    """The first ``truncate_dim`` columns, as a new array, L2-normalised if asked."""
+    kept = embeddings[:, :truncate_dim].copy()  # the cache's rows may be read-only
+    if not normalize:
+        return kept
+    # The reference's normalisation (torch, float32), so that the rows match it bit for bit.
+    return torch.nn.functional.normalize(torch.from_numpy(kept), p=2.0, dim=1).numpy()
 
 
 def _checked_model_metric(spec: FolderSpec, folder: Any) -> str | None:

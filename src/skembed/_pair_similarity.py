@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
 from ._embedder import SentenceEmbedder
+from ._evaluation import spearman_score
 from ._inputs import TextInputMixin, as_text_pairs
 from ._options import allows_missing
 from ._similarity import paired_similarity
@@ -26,10 +27,19 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     hyperparameter of the nested embedder
     (``"<step>__embedder__similarity_fn_name"`` in a grid search).
 
+    With a ``quantizer``, the pairs are scored on quantized embeddings: the
+    quantizer is calibrated on the embeddings of the training pairs' texts
+    and scores as :meth:`EmbeddingQuantizer.similarity_pairwise` does, so a
+    grid search can weigh ``"quantizer__precision"`` (with, say,
+    ``"embedder__truncate_dim"``) by :meth:`score`.
+
     Parameters
     ----------
     embedder : SentenceEmbedder, default=None
         The embedder to clone and fit; ``None`` means ``SentenceEmbedder()``.
+    quantizer : EmbeddingQuantizer, default=None
+        The quantizer to clone and calibrate; ``None`` compares the float
+        embeddings with ``embedder.similarity_fn_name``.
     query_document : bool, default=False
         Embed the first text of each pair as a query and the second as a
         document (``role="query"`` and ``role="document"`` of the embedder,
@@ -46,6 +56,8 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
     document_embedder_ : SentenceEmbedder
         With ``query_document`` only: the fitted clone with ``role="document"``
         that embeds the second texts.
+    quantizer_ : EmbeddingQuantizer or None
+        The calibrated clone of ``quantizer``.
     n_features_in_ : int
         Always 2: the two texts of a pair.
 
@@ -67,18 +79,24 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         "embedder": [HasMethods(["similarity_pairwise"]), None],
+        "quantizer": [HasMethods(["fit", "transform", "similarity_pairwise"]), None],
         "query_document": ["boolean"],
     }
 
     def __init__(
-        self, embedder: SentenceEmbedder | None = None, *, query_document: bool = False
+        self,
+        embedder: SentenceEmbedder | None = None,
+        quantizer: Any = None,
+        *,
+        query_document: bool = False,
     ) -> None:
         self.embedder = embedder
+        self.quantizer = quantizer
         self.query_document = query_document
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any = None) -> PairedSimilarity:
-        """Fit a clone of the embedder on the text pairs ``X``.
+        """Fit a clone of the embedder; calibrate a clone of the quantizer on ``X``'s texts.
 
         Parameters
         ----------
@@ -91,6 +109,7 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
         self : PairedSimilarity
         """
         embedder = clone(SentenceEmbedder() if self.embedder is None else self.embedder)
+        # Pairs are checked before any model loads.
         as_text_pairs(X, allow_missing=allows_missing(embedder.missing))
         # The embedder encodes each side as one column of texts, so it is not fitted on the
         # pairs: its transform then takes texts, as scikit-learn's column-count check wants.
@@ -99,6 +118,9 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
             self.document_embedder_ = clone(embedder).set_params(role="document").fit()
             embedder.set_params(role="query")
         self.embedder_ = embedder.fit()
+        self.quantizer_ = None
+        if self.quantizer is not None:
+            self.quantizer_ = clone(self.quantizer).fit(np.vstack(self._embed_pairs(X)))
         self.n_features_in_ = 2
         return self
 
@@ -112,18 +134,50 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n, 1), float32
+        ndarray of shape (n, 1)
+            float32; float64 for int8/uint8 codes.
         """
         check_is_fitted(self)
-        if not self.query_document:
+        if self.quantizer_ is None and not self.query_document:
             return self.embedder_.similarity_pairwise(X).reshape(-1, 1)
-        queries, documents = as_text_pairs(X, allow_missing=allows_missing(self.embedder_.missing))
-        similarities = paired_similarity(
-            self.embedder_.transform(queries),
-            self.document_embedder_.transform(documents),
-            metric=self.embedder_.similarity_fn_name_,
-        )
-        return similarities.reshape(-1, 1)
+        first, second = self._embed_pairs(X)
+        if self.quantizer_ is None:
+            scores = paired_similarity(first, second, metric=self.embedder_.similarity_fn_name_)
+        else:
+            scores = self.quantizer_.similarity_pairwise(
+                self.quantizer_.transform(first), self.quantizer_.transform(second)
+            )
+        return np.asarray(scores).reshape(-1, 1)
+
+    def _embed_pairs(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of the first and of the second texts of the pairs."""
+        first, second = as_text_pairs(X, allow_missing=allows_missing(self.embedder_.missing))
+        if self.query_document:
+            return self.embedder_.transform(first), self.document_embedder_.transform(second)
+        # One call, so that a text on both sides is encoded once.
+        both = self.embedder_.transform(first + second)
+        return both[: len(first)], both[len(first) :]
+
+    def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
+        """Spearman correlation between the pair similarities and gold scores.
+
+        Parameters
+        ----------
+        X : text pairs
+            Two-column DataFrame, ``(n, 2)`` array or list of 2-tuples.
+        y : array-like of shape (n,)
+            Gold similarity scores.
+        sample_weight : None
+            Not supported; present for the scikit-learn signature.
+
+        Returns
+        -------
+        float
+            Spearman's rho, as :meth:`SentenceEmbedder.score`.
+        """
+        if sample_weight is not None:
+            raise ValueError("PairedSimilarity.score does not support sample_weight.")
+        return spearman_score(self.transform(X).ravel(), y)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Return ``["similarity"]``.

@@ -290,24 +290,17 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from scipy.stats import pearsonr, spearmanr
-
+    from ._evaluation import evaluate_sts
     from .datasets import iter_stsb
 
     # The pandas-free reader: a plain install evaluates.
     rows_read = list(iter_stsb(args.split))
     pairs = [(first, second) for first, second, _ in rows_read]
     gold = np.array([score for _, _, score in rows_read])
-    embedder = _embedder(args)
-    rows = []
-    for metric in SimilarityFunction.possible_values():
-        scores = embedder.set_params(similarity_fn_name=metric).similarity_pairwise(pairs)
-        rows.append(
-            [100 * spearmanr(scores, gold).statistic, 100 * pearsonr(scores, gold).statistic]
-        )
+    figures = evaluate_sts(_embedder(args), pairs, gold)
+    rows = [[100 * f["spearman"], 100 * f["pearson"]] for f in figures.values()]
     print(f"STSb {args.split} ({len(pairs)} pairs), {args.model}, x 100")
-    metrics = SimilarityFunction.possible_values()
-    print(_table(metrics, ["Spearman", "Pearson"], np.array(rows), decimals=2))
+    print(_table(list(figures), ["Spearman", "Pearson"], np.array(rows), decimals=2))
 
 
 def _parser() -> argparse.ArgumentParser:

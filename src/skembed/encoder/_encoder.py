@@ -786,6 +786,7 @@ class Encoder:
         normalize: bool = False,
         prompt: str | None = None,
         prompts: dict[str, str] | None = None,
+        truncate_dim: int | None = None,
     ) -> None:
         """Write the model as a sentence-transformers model folder.
 
@@ -804,6 +805,9 @@ class Encoder:
             Saved as the default prompt ``"skembed"``.
         prompts : dict of str to str, optional
             Saved with the model's prompts, replacing those of the same names.
+        truncate_dim : int, optional
+            Written to ``config_sentence_transformers.json``, where the reference
+            library reads it too.
         """
         import transformers
 
@@ -821,6 +825,7 @@ class Encoder:
                 "pytorch": torch.__version__,
             },
             route_hidden_sizes={name: route.hidden_size for name, route in self.routes.items()},
+            truncate_dim=truncate_dim,
         )
         self._save_weights(folders[None])
         for name, route in self.routes.items():

@@ -172,6 +172,8 @@ class FolderSpec:
     # Set when the input module is a StaticEmbedding or a Router instead of a Transformer.
     static_embedding: StaticEmbeddingSpec | None = None
     router: RouterSpec | None = None
+    # Embedding columns kept after the last module (Matryoshka models); None keeps all.
+    truncate_dim: int | None = None
 
     @property
     def pooling(self) -> PoolingSpec | None:
@@ -546,6 +548,7 @@ def read_folder(path: Path) -> FolderSpec:
         similarity_fn_name=_field(
             st_config, st_path, "similarity_fn_name", (str, type(None)), None
         ),
+        truncate_dim=_size_field(st_config, st_path, "truncate_dim", None),
     )
 
 
@@ -615,6 +618,7 @@ def write_folder_configs(
     similarity_fn_name: str,
     versions: dict[str, str],
     route_hidden_sizes: dict[str, int] | None = None,
+    truncate_dim: int | None = None,
 ) -> dict[str | None, list[Path]]:
     """Write the sentence-transformers config files of ``spec`` into ``path``.
 
@@ -636,6 +640,8 @@ def write_folder_configs(
     versions : dict of str to str
     route_hidden_sizes : dict of str to int, optional
         Token embedding size of each route's input module.
+    truncate_dim : int, optional
+        Embedding columns to keep, written where the reference reads it.
 
     Returns
     -------
@@ -693,15 +699,15 @@ def write_folder_configs(
             spec, path, names, hidden_size=hidden_size, max_seq_length=max_seq_length
         )
     _write_json(path / "modules.json", modules)
-    _write_json(
-        path / "config_sentence_transformers.json",
-        {
-            "__version__": versions,
-            "prompts": spec.prompts,
-            "default_prompt_name": spec.default_prompt_name,
-            "similarity_fn_name": similarity_fn_name,
-        },
-    )
+    st_config: dict[str, Any] = {
+        "__version__": versions,
+        "prompts": spec.prompts,
+        "default_prompt_name": spec.default_prompt_name,
+        "similarity_fn_name": similarity_fn_name,
+    }
+    if truncate_dim is not None:
+        st_config["truncate_dim"] = truncate_dim
+    _write_json(path / "config_sentence_transformers.json", st_config)
     return folders
 
 

@@ -917,6 +917,7 @@ def encode_cached(
             bar.update(len(texts))
             return _from_cache(hits, len(texts), encoder.embedding_dimension)
         todo_texts = texts if todo is None else [texts[i] for i in todo]
+        bar.update(len(texts) - len(todo_texts))  # those the in-process cache holds
         found = _encode_unique(
             encoder,
             namespace,

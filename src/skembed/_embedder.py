@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._deferred import DeferredEncoder
 from ._device import resolve_devices, resolve_dtype
 from ._inputs import (
     TextInputMixin,
@@ -27,6 +28,7 @@ from ._inputs import (
 from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, allows_missing
 from ._similarity import SimilarityFunction, paired_similarity, similarity
 from ._warnings import TruncationWarning, warn_at_caller
+from .parallel import is_dask_collection, transform_dask
 from .cache import DiskEmbeddingStore, encode_cached, open_store
 from .encoder import (
     Encoder,
@@ -247,6 +249,10 @@ default=None
         self.__dict__.pop("_encoder", None)
 
     def _record_input(self, X: Any) -> None:
+        if is_dask_collection(X):
+            # The empty pandas / numpy object of the same columns and dtypes: nothing is
+            # computed in the driver; the texts themselves are checked on the workers.
+            X = X._meta
         self.n_features_in_ = check_texts_or_pairs(X, allow_missing=allows_missing(self.missing))
         names = column_names(X)
         if names is not None:
@@ -285,10 +291,13 @@ default=None
             )
         return spec.prompts.get(prompt_name)
 
+    def _placement(self) -> tuple[list[torch.device], torch.dtype]:
+        devices = resolve_devices(self.device)
+        return devices, resolve_dtype(self.dtype, devices[0])
+
     def _load(self, folder: Any) -> Encoder | EncoderGroup:
         """Load (or reuse) the model on the configured devices; record where it runs."""
-        devices = resolve_devices(self.device)
-        dtype = resolve_dtype(self.dtype, devices[0])
+        devices, dtype = self._placement()
         encoder = load_encoders(folder, devices, self.trust_remote_code, dtype)
         names = [str(d) for d in devices]
         self.device_ = names[0] if len(names) == 1 else names
@@ -325,25 +334,32 @@ default=None
             prefix = f"{input_features[0]}_"
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
-    def _get_encoder(self) -> Encoder | EncoderGroup:
+    def _get_encoder(self) -> Encoder | EncoderGroup | DeferredEncoder:
         check_is_fitted(self)
         encoder = self.__dict__.get("_encoder")
         if encoder is None:
-            # Unpickled: the pickle holds parameters only, so find the model again
-            # and make sure it is the one this estimator was fitted with.
-            folder = resolve_model_folder(
-                self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
+            # Unpickled (a worker, a reloaded file): the pickle holds no weights. The cache key
+            # needs none either, so the model is loaded only if a text is not in a cache.
+            devices, dtype = self._placement()
+            encoder = DeferredEncoder(
+                self.model_fingerprint_, devices[0], dtype, self.n_features_out_, self._reload
             )
-            fingerprint = folder_fingerprint(folder)
-            if fingerprint != self.model_fingerprint_:
-                raise ValueError(
-                    f"The model files at {folder} differ from those this estimator was fitted "
-                    f"with (fingerprint {fingerprint[:12]} != {self.model_fingerprint_[:12]}); "
-                    "fit it again."
-                )
-            self.model_folder_ = str(folder)
-            encoder = self._load(folder)
         return encoder
+
+    def _reload(self) -> Encoder | EncoderGroup:
+        """Find the model again and load it, if it is the one this estimator was fitted with."""
+        folder = resolve_model_folder(
+            self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
+        )
+        fingerprint = folder_fingerprint(folder)
+        if fingerprint != self.model_fingerprint_:
+            raise ValueError(
+                f"The model files at {folder} differ from those this estimator was fitted "
+                f"with (fingerprint {fingerprint[:12]} != {self.model_fingerprint_[:12]}); "
+                "fit it again."
+            )
+        self.model_folder_ = str(folder)
+        return self._load(folder)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -410,14 +426,22 @@ default=None
 
         Parameters
         ----------
-        X : list, tuple, 1-D array, Series or one-column DataFrame of str
-            The texts. A bare string is refused: wrap it in a list.
+        X : list, tuple, 1-D array, Series or one-column DataFrame of str, or a Dask collection
+            The texts. A bare string is refused: wrap it in a list. A dask
+            Series, one-column dask DataFrame or dask array of texts is
+            transformed lazily, on the workers that compute it.
 
         Returns
         -------
-        ndarray of shape (n_texts, ``n_features_out_``), float32
+        ndarray of shape (n_texts, ``n_features_out_``), float32, or a Dask collection
+            For a dask Series or DataFrame, a dask DataFrame with the input's
+            index and :meth:`get_feature_names_out` as float32 columns; for a
+            dask array, a float32 dask array chunked by rows as the input
+            (see :func:`skembed.parallel.transform_dask`).
         """
         check_is_fitted(self)
+        if is_dask_collection(X):
+            return transform_dask(self, X)
         self._check_columns(X)
         return self._embed(self._texts(X))
 

@@ -28,7 +28,6 @@ from ._inputs import (
 from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, allows_missing
 from ._similarity import SimilarityFunction, paired_similarity, similarity
 from ._warnings import TruncationWarning, warn_at_caller
-from .parallel import is_dask_collection, transform_dask
 from .cache import DiskEmbeddingStore, encode_cached, open_store
 from .encoder import (
     Encoder,
@@ -39,6 +38,7 @@ from .encoder import (
     load_encoders,
     resolve_model_folder,
 )
+from .parallel import is_dask_collection, transform_dask
 
 __all__ = ["SentenceEmbedder"]
 

@@ -119,7 +119,9 @@ class BatchEmbedder:
             )
         import pandas as pd
 
-        return pd.DataFrame(empty, columns=self.feature_names, index=index[:0] if index is not None else None)
+        return pd.DataFrame(
+            empty, columns=self.feature_names, index=None if index is None else index[:0]
+        )
 
     def schema(self) -> Any:
         """The output as a pyarrow schema (Ray Data, Spark's Arrow transfers).

@@ -221,7 +221,9 @@ def test_dask_cluster_transform_once_per_worker(client, tiny_model, texts):
 
 
 @pytest.mark.slow
-def test_dask_cluster_warm_store_spares_fresh_workers(client, tiny_model, texts, tmp_path):
+def test_dask_cluster_warm_store_spares_fresh_workers(client, tiny_model, tmp_path):
+    # Texts no worker has cached yet: a text served by a process cache is not written to the store.
+    texts = pd.Series(sentences(30, seed=7), name="text")
     fitted = SentenceEmbedder(tiny_model, device="cpu", memory=tmp_path).fit(texts)
     series = dd.from_pandas(texts, npartitions=3)
     first = fitted.transform(series).compute()

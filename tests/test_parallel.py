@@ -64,7 +64,10 @@ def test_batch_embedder_describes_its_output(fitted):
     assert schema.names == list(fitted.get_feature_names_out())
     assert str(schema.field(0).type) == "float"
     column = BatchEmbedder(fitted, column="text", output="column").schema()
-    assert str(column.field("embedding").type) == f"fixed_size_list<item: float>[{fitted.n_features_out_}]"
+    assert (
+        str(column.field("embedding").type)
+        == f"fixed_size_list<item: float>[{fitted.n_features_out_}]"
+    )
 
 
 def test_batch_embedder_refuses_what_it_cannot_embed(tiny_model, fitted, texts):
@@ -267,3 +270,74 @@ def test_worker_with_other_model_files_refuses(client, make_tiny_model, texts):
     config.write_text(config.read_text() + "\n")
     with pytest.raises(ValueError, match="differ from those this estimator was fitted with"):
         fitted.transform(series).compute()
+
+
+@pytest.mark.slow
+def test_ray_data_map_batches_on_an_actor_pool(tiny_model, texts):
+    ray = pytest.importorskip("ray")
+    from ray.data import ActorPoolStrategy
+
+    fitted = SentenceEmbedder(tiny_model, device="cpu").fit(texts)
+    expected = fitted.transform(texts)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        frame = pd.DataFrame({"id": texts.index, "text": texts.to_numpy()})
+        dataset = ray.data.from_pandas(frame).repartition(2)
+        embedded = dataset.map_batches(
+            BatchEmbedder,
+            fn_constructor_kwargs={"embedder": fitted, "column": "text", "output": "column"},
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=2),
+            num_cpus=1,
+        ).to_pandas()
+    finally:
+        ray.shutdown()
+    embedded = embedded.sort_values("id")
+    assert list(embedded["id"]) == list(texts.index)
+    vectors = np.stack(embedded["embedding"].to_numpy())
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+
+
+def _counts_at_barrier(barrier) -> tuple[int, dict[str, int]]:
+    # Every worker of the pool holds one of these at once, so each worker answers once.
+    import os
+
+    barrier.wait(timeout=120)
+    return os.getpid(), work_counts()
+
+
+def loky_worker_counts(n_jobs: int) -> dict[int, dict[str, int]]:
+    """``work_counts()`` of each process of joblib's reusable loky pool, by process id."""
+    import multiprocessing
+
+    from joblib import Parallel, delayed
+
+    with multiprocessing.Manager() as manager:
+        barrier = manager.Barrier(n_jobs)
+        answers = Parallel(n_jobs=n_jobs)(
+            delayed(_counts_at_barrier)(barrier) for _ in range(n_jobs)
+        )
+    return dict(answers)
+
+
+@pytest.mark.slow
+def test_grid_search_n_jobs_2_with_a_filled_store_encodes_each_sentence_once(tiny_model, tmp_path):
+    from sklearn.model_selection import GridSearchCV
+
+    pairs = pd.DataFrame({"a": sentences(40, 1), "b": sentences(40, 2)})
+    unique = pd.concat([pairs["a"], pairs["b"]]).drop_duplicates()
+    gold = np.random.default_rng(0).random(40)
+    embedder = SentenceEmbedder(tiny_model, device="cpu", memory=tmp_path)
+    before = work_counts()
+    embedder.fit_transform(unique)  # the parent encodes each unique sentence, once
+    search = GridSearchCV(
+        embedder, {"similarity_fn_name": ["cosine", "manhattan"]}, cv=2, n_jobs=2
+    ).fit(pairs, gold)
+    assert _delta(before)["texts_encoded"] == len(unique)
+    workers = loky_worker_counts(2)
+    assert len(workers) == 2
+    # The pool that ran the fits (each loaded the model to fit), and encoded nothing.
+    assert all(c["models_loaded"] >= 1 for c in workers.values()), workers
+    assert all(c["texts_encoded"] == 0 for c in workers.values()), workers
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

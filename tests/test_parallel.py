@@ -282,7 +282,9 @@ def test_ray_data_map_batches_on_an_actor_pool(tiny_model, texts):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         frame = pd.DataFrame({"id": texts.index, "text": texts.to_numpy()})
-        dataset = ray.data.from_pandas(frame).repartition(2)
+        # Materialized first: the repartition's tasks would otherwise wait for CPUs that the
+        # actors hold (a deadlock on 2 CPUs).
+        dataset = ray.data.from_pandas(frame).repartition(2).materialize()
         embedded = dataset.map_batches(
             BatchEmbedder,
             fn_constructor_kwargs={"embedder": fitted, "column": "text", "output": "column"},

@@ -343,3 +343,21 @@ def test_grid_search_n_jobs_2_with_a_filled_store_encodes_each_sentence_once(tin
     assert all(c["models_loaded"] >= 1 for c in workers.values()), workers
     assert all(c["texts_encoded"] == 0 for c in workers.values()), workers
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_dask_is_imported_only_for_dask_inputs(tiny_model):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from skembed import SentenceEmbedder\n"
+        "import skembed.parallel\n"
+        f"SentenceEmbedder({str(tiny_model)!r}, device='cpu').fit_transform(['a', 'b'])\n"
+        "heavy = [m for m in ('dask', 'distributed', 'ray') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, result.stderr

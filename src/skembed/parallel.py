@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 if TYPE_CHECKING:
     from ._embedder import SentenceEmbedder
 
-__all__ = ["BatchEmbedder", "is_dask_collection"]
+__all__ = ["BatchEmbedder", "is_dask_collection", "transform_dask"]
 
 _OUTPUTS = ("frame", "array", "column")
 

@@ -18,6 +18,7 @@ MODULES = [
     "skembed.cache",
     "skembed.datasets",
     "skembed.encoder._encoder",
+    "skembed.parallel",
 ]
 
 

@@ -273,14 +273,24 @@ def test_worker_with_other_model_files_refuses(client, make_tiny_model, texts):
 
 
 @pytest.mark.slow
-def test_ray_data_map_batches_on_an_actor_pool(tiny_model, texts):
+def test_ray_data_map_batches_on_an_actor_pool(make_tiny_model, texts, monkeypatch):
     ray = pytest.importorskip("ray")
     from ray.data import ActorPoolStrategy
 
-    fitted = SentenceEmbedder(tiny_model, device="cpu").fit(texts)
+    # The model reaches the actors in Ray's runtime_env working_dir, named by a relative path.
+    folder = make_tiny_model()
+    monkeypatch.chdir(folder.parent)
+    fitted = SentenceEmbedder(folder.name, device="cpu").fit(texts)
     expected = fitted.transform(texts)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"working_dir": str(folder.parent)},
+    )
     try:
+        # Uploaded at init: from now on only the actors' copies hold the model.
+        folder.rename(folder.with_name("moved"))
         frame = pd.DataFrame({"id": texts.index, "text": texts.to_numpy()})
         # Materialized first: the repartition's tasks would otherwise wait for CPUs that the
         # actors hold (a deadlock on 2 CPUs).

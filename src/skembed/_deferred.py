@@ -17,9 +17,8 @@ class DeferredEncoder:
     weights) knows everything the embedding caches key by: the fingerprint of
     the model files, the device and dtype it will run in, and the embedding
     size. With those a warm persistent store serves every stored text without
-    loading the model; the model is loaded, and its files checked against the
-    fingerprint, only when a text has to be encoded or when anything else of
-    the encoder is asked for.
+    loading the model; the model is loaded only when a text has to be encoded
+    or when anything else of the encoder is asked for.
 
     Parameters
     ----------
@@ -32,8 +31,8 @@ class DeferredEncoder:
     embedding_dimension : int
         Size of an embedding.
     load : callable
-        Loads the model and returns it, refusing files that differ from
-        ``fingerprint``.
+        Loads the model (whose files were checked against ``fingerprint``) and
+        returns it.
     """
 
     def __init__(

@@ -338,28 +338,26 @@ default=None
         check_is_fitted(self)
         encoder = self.__dict__.get("_encoder")
         if encoder is None:
-            # Unpickled (a worker, a reloaded file): the pickle holds no weights. The cache key
-            # needs none either, so the model is loaded only if a text is not in a cache.
+            # Unpickled (a worker, a reloaded file): the pickle holds no weights. Find the
+            # model again and make sure it is the one this estimator was fitted with (a hash
+            # of the files, no load); the cache key needs no weights, so the model is loaded
+            # only if a text is in no cache.
+            folder = resolve_model_folder(
+                self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
+            )
+            fingerprint = folder_fingerprint(folder)
+            if fingerprint != self.model_fingerprint_:
+                raise ValueError(
+                    f"The model files at {folder} differ from those this estimator was fitted "
+                    f"with (fingerprint {fingerprint[:12]} != {self.model_fingerprint_[:12]}); "
+                    "fit it again."
+                )
+            self.model_folder_ = str(folder)
             devices, dtype = self._placement()
             encoder = DeferredEncoder(
-                self.model_fingerprint_, devices[0], dtype, self.n_features_out_, self._reload
+                fingerprint, devices[0], dtype, self.n_features_out_, lambda: self._load(folder)
             )
         return encoder
-
-    def _reload(self) -> Encoder | EncoderGroup:
-        """Find the model again and load it, if it is the one this estimator was fitted with."""
-        folder = resolve_model_folder(
-            self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
-        )
-        fingerprint = folder_fingerprint(folder)
-        if fingerprint != self.model_fingerprint_:
-            raise ValueError(
-                f"The model files at {folder} differ from those this estimator was fitted "
-                f"with (fingerprint {fingerprint[:12]} != {self.model_fingerprint_[:12]}); "
-                "fit it again."
-            )
-        self.model_folder_ = str(folder)
-        return self._load(folder)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -172,6 +172,12 @@ def test_dask_inputs_refused_with_the_supported_route(fitted, texts):
         fitted.transform(dd.from_pandas(texts.rename("review"), npartitions=2))
 
 
+def test_frame_output_of_a_dask_input_is_refused_not_computed(fitted, texts):
+    series = dd.from_pandas(texts, npartitions=2)
+    with pytest.raises(ValueError, match=r"set_output\(transform='pandas'\) would compute"):
+        fitted.set_output(transform="pandas").transform(series)
+
+
 def test_fit_on_a_dask_series_computes_nothing(tiny_model, texts):
     def part(_):
         raise AssertionError("fit computed a partition")

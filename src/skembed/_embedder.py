@@ -13,6 +13,7 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ._deferred import DeferredEncoder
@@ -439,6 +440,14 @@ default=None
         """
         check_is_fitted(self)
         if is_dask_collection(X):
+            container = _get_output_config("transform", self)["dense"]
+            if container != "default":
+                # scikit-learn would turn the lazy result into a pandas/polars frame: in the driver.
+                raise ValueError(
+                    f"set_output(transform={container!r}) would compute the dask collection in "
+                    "this process; the lazy result of a dask input is already a dask "
+                    "DataFrame. Use set_output(transform='default'), or compute X first."
+                )
             return transform_dask(self, X)
         self._check_columns(X)
         return self._embed(self._texts(X))

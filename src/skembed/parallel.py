@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._deferred import DeferredEncoder
+
 if TYPE_CHECKING:
     from ._embedder import SentenceEmbedder
 
@@ -91,7 +93,8 @@ class BatchEmbedder:
             ``self``.
         """
         encoder = self.embedder._get_encoder()
-        getattr(encoder, "loaded", lambda: encoder)()
+        if isinstance(encoder, DeferredEncoder):
+            encoder.loaded()
         return self
 
     def meta(self, index: Any = None) -> Any:

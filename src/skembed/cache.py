@@ -81,6 +81,9 @@ class _Block:
 
 # A cache slot packs the block number and the row inside the block into one integer.
 _ROW_BITS = 32
+_ROW_MASK = (1 << _ROW_BITS) - 1
+# Below this mean length of runs of consecutive rows, a gather beats one slice copy per run.
+_MIN_RUN = 32
 
 
 class CacheHits:
@@ -95,22 +98,41 @@ class CacheHits:
         self.found = slots >= 0
         self._blocks = blocks
 
-    def gather(self, embeddings: np.ndarray, truncated: np.ndarray) -> None:
-        """Write the found rows into ``embeddings`` and ``truncated`` (same order as the texts)."""
-        positions = np.flatnonzero(self.found)
-        slots = self.slots[positions]
-        block_ids = slots >> _ROW_BITS
-        rows = slots & ((1 << _ROW_BITS) - 1)
-        if len(self._blocks) == 1 and len(positions) == len(embeddings):
-            # Every row from one block: gathered straight into the output, in one pass.
-            (block,) = self._blocks.values()
-            np.take(block.embeddings, rows, axis=0, out=embeddings)
-            np.take(block.truncated, rows, out=truncated)
-            return
+    def gather(
+        self, embeddings: np.ndarray, truncated: np.ndarray, positions: np.ndarray | None = None
+    ) -> None:
+        """Write the found rows into ``embeddings`` and ``truncated``.
+
+        Row ``k`` of the lookup goes to row ``positions[k]`` (``k`` itself by default).
+        """
+        found = np.flatnonzero(self.found)
+        targets = found if positions is None else positions[found]
+        slots = self.slots[found]
         for block_id, block in self._blocks.items():
-            mine = block_ids == block_id
-            embeddings[positions[mine]] = block.embeddings[rows[mine]]
-            truncated[positions[mine]] = block.truncated[rows[mine]]
+            if len(self._blocks) == 1:
+                rows, where = slots & _ROW_MASK, targets
+            else:
+                mine = (slots >> _ROW_BITS) == block_id
+                rows, where = slots[mine] & _ROW_MASK, targets[mine]
+            _copy_rows(block.embeddings, rows, embeddings, where)
+            truncated[where] = block.truncated[rows]
+
+
+def _copy_rows(source: np.ndarray, rows: np.ndarray, target: np.ndarray, where: np.ndarray) -> None:
+    """``target[where] = source[rows]``, by slices where both advance row by row.
+
+    Texts looked up again in the order they were encoded (the usual case) map to
+    long runs of consecutive rows: a slice copy moves them at memory speed, while a
+    gather pays for each row.
+    """
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(where) != 1)) + 1
+    if len(breaks) * _MIN_RUN > len(rows):
+        target[where] = source[rows]
+        return
+    bounds = [0, *breaks.tolist(), len(rows)]
+    for start, end in itertools.pairwise(bounds):
+        first, at = int(rows[start]), int(where[start])
+        target[at : at + end - start] = source[first : first + end - start]
 
 
 class EmbeddingCache:
@@ -147,7 +169,11 @@ class EmbeddingCache:
             slots = np.fromiter(
                 map(index.get, texts, itertools.repeat(-1)), dtype=np.int64, count=len(texts)
             )
-            used = np.unique(slots[slots >= 0] >> _ROW_BITS).tolist()
+            block_ids = slots[slots >= 0] >> _ROW_BITS
+            if len(block_ids) and block_ids.min() == block_ids.max():
+                used = [int(block_ids[0])]  # the usual case, found without sorting
+            else:
+                used = np.unique(block_ids).tolist()
             blocks = {}
             for block_id in used:
                 self._blocks.move_to_end(block_id)
@@ -313,7 +339,8 @@ def cache_info() -> dict[str, int]:
     -------
     dict
         ``entries``, ``nbytes`` (memory held: vectors, texts and bookkeeping),
-        ``max_bytes``, ``hits`` and ``misses``.
+        ``max_bytes``, ``hits`` and ``misses`` (input texts found and not found
+        in the cache, repeats counted each time).
     """
     cache = _process_cache()
     return {
@@ -876,17 +903,69 @@ def encode_cached(
     """
     settings = settings or EncodeSettings()
     namespace = namespace_for(encoder, settings)
+    texts = texts if isinstance(texts, list) else list(texts)
+    cache = _process_cache()
+    caching = cache.max_bytes > 0
+    # One dictionary lookup per input text; repeats are only merged among the texts the
+    # in-process cache does not hold, so a fully cached call does no per-text work beyond it.
+    hits = cache.lookup(namespace, texts) if caching else None
+    todo = None if hits is None else np.flatnonzero(~hits.found)
+    if todo is not None and len(todo) == len(texts):
+        todo = None  # nothing found: as with the cache off
+    with tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+        if todo is not None and not len(todo):
+            bar.update(len(texts))
+            return _from_cache(hits, len(texts), encoder.embedding_dimension)
+        todo_texts = texts if todo is None else [texts[i] for i in todo]
+        found = _encode_unique(
+            encoder,
+            namespace,
+            todo_texts,
+            settings,
+            store=store,
+            cache=cache if caching else None,
+            bar=bar if show_progress_bar else None,
+            run_options=run_options,
+        )
+    if todo is None:
+        return found
+    result = _from_cache(hits, len(texts), encoder.embedding_dimension)
+    result.embeddings[todo], result.truncated[todo] = found.embeddings, found.truncated
+    return result
+
+
+def _from_cache(hits: CacheHits, n: int, dimension: int) -> CachedEncoding:
+    """A new output of ``n`` rows holding the rows ``hits`` found (the others unset)."""
+    embeddings = np.empty((n, dimension), dtype=np.float32)
+    truncated = np.zeros(n, dtype=bool)
+    hits.gather(embeddings, truncated)
+    return CachedEncoding(embeddings, truncated)
+
+
+def _encode_unique(
+    encoder: Encoder,
+    namespace: str,
+    texts: list[str],
+    settings: EncodeSettings,
+    *,
+    store: DiskEmbeddingStore | None,
+    cache: EmbeddingCache | None,
+    bar: Any,
+    run_options: dict[str, Any],
+) -> CachedEncoding:
+    """Embeddings of ``texts`` (repeats allowed) from ``store`` or the encoder.
+
+    Each distinct text is encoded at most once; what is encoded or read from the
+    store goes into ``cache``. The result is the caller's own (writable) arrays.
+    """
     unique = list(dict.fromkeys(texts))
     inverse = None
     if len(unique) != len(texts):
         position = {text: i for i, text in enumerate(unique)}
         inverse = np.fromiter(map(position.__getitem__, texts), dtype=np.int64, count=len(texts))
-    cache = _process_cache()
-    caching = cache.max_bytes > 0
-    hits = cache.lookup(namespace, unique) if caching else None
     # Positions in `unique` of the texts still to find, and those texts.
-    pending = np.arange(len(unique)) if hits is None else np.flatnonzero(~hits.found)
-    missing = unique if hits is None else [unique[i] for i in pending]
+    pending = np.arange(len(unique))
+    missing = unique
     disk = None
     if missing and store is not None:
         from_disk = store.get(namespace, missing, encoder.embedding_dimension)
@@ -898,43 +977,40 @@ def encode_cached(
                 np.stack([from_disk[text][0] for text in disk_texts]),
                 np.array([from_disk[text][1] for text in disk_texts]),
             )
-            if caching:
+            if cache is not None:
                 cache.put(namespace, disk_texts, disk[1], disk[2])
             pending, missing = pending[~on_disk], [missing[i] for i in np.flatnonzero(~on_disk)]
     progress = None
-    with tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
-        if show_progress_bar:
-            # Each unique text stands for all its repeats in the input.
-            repeats = (
-                np.ones(len(unique), dtype=np.int64)
-                if inverse is None
-                else np.bincount(inverse, minlength=len(unique))
-            )
-            bar.update(len(texts) - int(repeats[pending].sum()))
-
-            def progress(rows: np.ndarray) -> None:
-                bar.update(int(repeats[pending[rows]].sum()))
-
-        result = (
-            encoder.encode(missing, settings, progress=progress, **run_options) if missing else None
+    if bar is not None:
+        # Each unique text stands for all its repeats in the input.
+        repeats = (
+            np.ones(len(unique), dtype=np.int64)
+            if inverse is None
+            else np.bincount(inverse, minlength=len(unique))
         )
+        bar.update(len(texts) - int(repeats[pending].sum()))
+
+        def progress(rows: np.ndarray) -> None:
+            bar.update(int(repeats[pending[rows]].sum()))
+
+    result = None
+    if missing:
+        result = encoder.encode(missing, settings, progress=progress, **run_options)
     if result is not None:
-        if caching:
+        if cache is not None:
             cache.put(namespace, missing, result.embeddings, result.truncated)
         if store is not None:
             store.put(namespace, missing, result.embeddings, result.truncated)
     if result is not None and len(missing) == len(unique):
-        # Nothing came from a cache: the encoder's output is already in order. If the cache
+        # Nothing came from the store: the encoder's output is already in order. If the cache
         # kept it as its block (it made it read-only), the caller gets its own copy, made by
-        # the gather of duplicates when there is one.
+        # the gather of repeats when there is one.
         embeddings, truncated = result.embeddings, result.truncated
         if inverse is None and not embeddings.flags.writeable:
             embeddings, truncated = embeddings.copy(), truncated.copy()
     else:
         embeddings = np.empty((len(unique), encoder.embedding_dimension), dtype=np.float32)
         truncated = np.zeros(len(unique), dtype=bool)
-        if hits is not None:
-            hits.gather(embeddings, truncated)
         encoded = None if result is None else (pending, result.embeddings, result.truncated)
         for part in (disk, encoded):
             if part is not None:

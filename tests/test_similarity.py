@@ -802,7 +802,7 @@ def test_blocking_matches_unblocked(monkeypatch, metric, block, as_torch):
 def test_blocking_splits_rows(monkeypatch, metric):
     """With a tiny budget the kernel really runs on row blocks that cover X exactly once."""
     rng = _rng(9)
-    # Integers compute in float64, in which only cosine writes in place (never blocked).
+    # Integers compute in float64, in which cosine and manhattan write in place (never blocked).
     x = rng.integers(-9, 9, (10, 4))
     y = rng.integers(-9, 9, (3, 4))
     expected = similarity(x, y, metric=metric)
@@ -817,7 +817,7 @@ def test_blocking_splits_rows(monkeypatch, metric):
     monkeypatch.setattr(sim_module, "_matrix_kernel", spy)
     # Room for 7 float64 scores: blocks of 2 rows of 3.
     got = similarity(x, y, metric=metric, max_block_bytes=56)
-    if metric == "cosine":
+    if metric in ("cosine", "manhattan"):
         assert seen == [(10, 3, (10, 3))]
         return
 
@@ -893,3 +893,17 @@ def test_default_metric_is_cosine():
     y = rng.standard_normal((4, 3))
     assert_array_equal(similarity(x, y), similarity(x, y, metric="cosine"))
     assert_array_equal(paired_similarity(x, y), paired_similarity(x, y, metric="cosine"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_manhattan_tiles_cover_every_pair_once(monkeypatch, dtype):
+    """Tiles of (x rows, y rows) that do not divide the inputs still give every distance."""
+    rng = _rng(11)
+    x = rng.normal(size=(23, 5)).astype(dtype)
+    y = rng.normal(size=(17, 5)).astype(dtype)
+    # Tiles of 3 y rows and 2 x rows (2 * 3 * 5 differences of 4 or 8 bytes each).
+    monkeypatch.setattr(sim_module, "_L1_Y_ROWS", 3)
+    monkeypatch.setattr(sim_module, "_L1_TILE_BYTES", 2 * 3 * 5 * np.dtype(dtype).itemsize)
+    got = similarity(x, y, metric="manhattan")
+    assert got.dtype == dtype
+    assert_allclose(got, -cdist(x.astype(np.float64), y, "cityblock"), rtol=1e-6)

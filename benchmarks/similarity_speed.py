@@ -4,7 +4,8 @@ Random float32 embeddings of dimension 384 (as all-MiniLM-L6-v2's), X against Y 
 same size, for each metric and size. Both sides get the same torch tensors; runs
 alternate between the two; each figure is the median of --repeats runs after a warm-up.
 Prints the median times, skembed's speed as a multiple of the reference's (above 1: skembed
-is faster), and the largest difference between the two results.
+is faster), and the largest difference between the two results, absolute and relative to
+the score's magnitude (at least 1).
 
     python benchmarks/similarity_speed.py --sizes 1000 3000 10000 --repeats 5
 """
@@ -55,7 +56,7 @@ def main() -> None:
     print(f"CPU: {cpu_features()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"{'metric':10s} {'rows':>6s} {'reference s':>12s} {'skembed s':>10s} "
-        f"{'speed vs ref':>12s} {'max |diff|':>10s}"
+        f"{'speed vs ref':>12s} {'max |diff|':>10s} {'max rel':>9s}"
     )
     generator = torch.Generator().manual_seed(0)
     for n in args.sizes:
@@ -68,10 +69,14 @@ def main() -> None:
                 ref_times.append(median_time(reference_fn, (x, y), args.repeats))
                 our_times.append(median_time(ours, (x, y, metric), args.repeats))
             ref_s, our_s = statistics.median(ref_times), statistics.median(our_times)
-            diff = (reference_fn(x, y) - similarity(x, y, metric=metric)).abs().max().item()
+            reference, mine = reference_fn(x, y), similarity(x, y, metric=metric)
+            diff = (reference - mine).abs()
+            # Relative to the score's size (at least 1): L1 distances of 384 values are
+            # around 400, where one float32 step is 3e-5.
+            relative = (diff / reference.abs().clamp_min(1.0)).max().item()
             print(
                 f"{metric:10s} {n:6d} {ref_s:12.4f} {our_s:10.4f} "
-                f"{ref_s / our_s:11.2f}x {diff:10.1e}"
+                f"{ref_s / our_s:11.2f}x {diff.max().item():10.1e} {relative:9.1e}"
             )
 
 

@@ -69,6 +69,7 @@ def reference_similarities(real_model):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_main_example_prints_the_cross_validated_score_of_each_metric(
     stsb_dev, reference_similarities
 ):
@@ -111,6 +112,7 @@ with open("counts.json", "w") as file:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_recipes_example_prints_the_best_metric_and_its_accuracy(
     stsb_train, reference_similarities, tmp_path
 ):

@@ -105,7 +105,7 @@ default=None
     prompt : str, default=None
         Text prepended to every input.
     prompt_name : str, default=None
-        Name of a prompt of :attr:`prompts_`. ``None`` uses the prompt of
+        Name of a prompt of ``prompts_``. ``None`` uses the prompt of
         ``role`` when it is set, else the model's default prompt, if it has one.
     prompts : dict of str to str, default=None
         Prompts by name, added to those saved with the model (replacing those
@@ -344,7 +344,7 @@ default=None
     def _checked_prompt(self, spec: FolderSpec) -> str | None:
         """The prompt in effect: ``prompt``, else the named, the role's or the default prompt.
 
-        Sets :attr:`prompts_`.
+        Sets ``prompts_``.
         """
         if self.prompt is not None and self.prompt_name is not None:
             raise ValueError(

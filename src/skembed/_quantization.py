@@ -48,7 +48,7 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
       (0-255; minus 128 for int8). Values outside the calibrated range go to
       the end buckets (0 or 255), as in the reference.
     - ``"binary"`` / ``"ubinary"``: one bit per dimension (value > 0), packed
-      8 to a byte, big-endian as :func:`numpy.packbits`; ``"binary"`` bytes
+      8 to a byte, big-endian as ``numpy.packbits``; ``"binary"`` bytes
       are shifted down by 128 into int8. The output has ``ceil(d / 8)``
       columns. Nothing is learned.
     - ``"float32"``: the embeddings as float32 (a baseline for grid searches).

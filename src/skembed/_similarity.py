@@ -147,12 +147,16 @@ def similarity(
         with np.errstate(over="ignore"):
             return pair.wrap(scores.astype(_numpy_dtype(pair.dtype), copy=False))
     x, y = _prepare(ops, pair, pair.x, pair.y)
-    out = torch.empty((n_x, n_y), dtype=pair.dtype, device=x.device)
-    if x.dtype == out.dtype and x.dtype in ops.in_place_for:
+    if x.dtype == pair.dtype and x.dtype in ops.in_place_for:
         rows = n_x
     else:
         rows = max(1, budget // (n_y * pair.dtype.itemsize))
     with torch.no_grad():
+        if rows >= n_x:
+            # One block: the kernel makes the output itself (a matrix product into a given
+            # output ran slower than one that allocates its own, at 1,000 rows).
+            return pair.wrap(_matrix_kernel(x, y, ops.name, None).to(pair.dtype))
+        out = torch.empty((n_x, n_y), dtype=pair.dtype, device=x.device)
         for start in range(0, n_x, rows):
             _matrix_kernel(x[start : start + rows], y, ops.name, out[start : start + rows])
     return pair.wrap(out)
@@ -292,10 +296,7 @@ def semantic_search(
                 q_block, c_block = _prepare(
                     ops, pair, q[qs : qs + query_rows], c[cs : cs + corpus_rows]
                 )
-                block = torch.empty(
-                    (q_block.shape[0], c_block.shape[0]), dtype=pair.dtype, device=q.device
-                )
-                _matrix_kernel(q_block, c_block, ops.name, block)
+                block = _matrix_kernel(q_block, c_block, ops.name, None).to(pair.dtype)
                 best = _merge_top_k(best, block, cs, top_k)
             assert best is not None  # the corpus has at least top_k >= 1 rows
             scores[qs : qs + query_rows], indices[qs : qs + query_rows] = best
@@ -321,8 +322,9 @@ class _MetricOps:
     """How one similarity function is computed on each kind of input."""
 
     name: SimilarityFunction
-    # Writes the (len(x), len(y)) scores of two dense blocks into ``out``.
-    matrix: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+    # The (len(x), len(y)) scores of two dense blocks, written into ``out`` if given (and
+    # returned), else into a new tensor of the blocks' dtype.
+    matrix: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
     # Scores of row i of x with row i of y.
     rowwise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     # Dense scores of two float64 inputs, each scipy sparse or numpy.
@@ -339,20 +341,22 @@ class _MetricOps:
     in_place_for: tuple[torch.dtype, ...] = ()
 
 
-def _product_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+def _product_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    if out is None:
+        return torch.mm(x, y.T)
     if x.dtype == out.dtype:
-        torch.mm(x, y.T, out=out)
-    else:
-        out.copy_(x @ y.T)
+        return torch.mm(x, y.T, out=out)
+    return out.copy_(x @ y.T)
 
 
-def _dot_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
-    _product_kernel(x, y, out)
+def _dot_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    out = _product_kernel(x, y, out)
     if x.dtype == torch.float64:
         # float32 inputs that could overflow arrive here as float64, which holds their
         # products; genuine float64 inputs have no wider dtype, so a product whose terms
         # overflowed (inf, or NaN where opposite infinities met) is recomputed.
         _recompute_pairs(out, *_nonfinite_pairs(out), lambda i, j: _scaled_dots(x[i], y[j]))
+    return out
 
 
 def _dot_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -383,9 +387,14 @@ def _scaled_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return dots
 
 
-def _euclidean_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+def _euclidean_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    shape = (x.shape[0], y.shape[0])
+    if out is not None and x.dtype == out.dtype:
+        d2 = out
+    else:
+        d2 = torch.empty(shape, dtype=x.dtype, device=x.device)
     if x.shape[0] == 0 or y.shape[0] == 0:
-        return
+        return d2 if out is None else out
     # Distances do not change under a shift; centring on x's mean makes the norms, and
     # with them the rounding error below, small next to the distances of typical data.
     # (x's, not y's: semantic_search streams y in blocks, and one shift for all of a
@@ -394,7 +403,6 @@ def _euclidean_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> No
     xc, yc = x - center, y - center
     x_sq = torch.linalg.vector_norm(xc, dim=1).square_()
     y_sq = torch.linalg.vector_norm(yc, dim=1).square_()
-    d2 = out if x.dtype == out.dtype else torch.empty(out.shape, dtype=x.dtype, device=x.device)
     # x_sq + y_sq - 2 x.y as one matrix product of rows extended by [x_sq, 1] and [1, y_sq]:
     # no pass over the block to add the norms.
     ones_x, ones_y = x_sq.new_ones(x_sq.shape[0], 1), y_sq.new_ones(y_sq.shape[0], 1)
@@ -404,9 +412,11 @@ def _euclidean_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> No
         out=d2,
     )
     _squares_to_distances(d2, x_sq, y_sq, lambda i, j: _row_norms(x[i] - y[j]))
+    if out is None:
+        return d2.neg_()
     if d2 is not out:
         out.copy_(d2)
-    out.neg_()
+    return out.neg_()
 
 
 def _squares_to_distances(
@@ -490,13 +500,15 @@ def _nonfinite_pairs(scores: torch.Tensor) -> tuple[torch.Tensor, Callable]:
     return rows, pairs_in
 
 
-def _manhattan_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+def _manhattan_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     # Sums of absolute values: no cancellation, and they overflow only where the
     # distance itself is beyond the dtype's range. Computed a tile of (x rows, y rows)
     # at a time rather than with torch.cdist, whose L1 kernel reads all of y again for
     # every row of x: a tile's differences stay in cache, and each row of them is summed
     # in a cascade, about 7x closer to the float64 distance than cdist's running sum
     # (benchmarks/similarity_speed.py measures both).
+    if out is None:
+        out = torch.empty((x.shape[0], y.shape[0]), dtype=x.dtype, device=x.device)
     # One buffer for every tile's differences and one for its sums: a fresh 8 MiB temporary
     # per tile would be a fresh mapping, whose page faults cost more than the arithmetic.
     dim = x.shape[1]
@@ -512,6 +524,7 @@ def _manhattan_kernel(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> No
             torch.sub(x_tile, y_tile, out=tile).abs_()
             tile_sums = torch.sum(tile, dim=2, out=sums[: rows * cols].view(rows, cols))
             torch.neg(tile_sums, out=out[i : i + rows, j : j + cols])
+    return out
 
 
 def _sparse_euclidean(x: Any, y: Any) -> np.ndarray:
@@ -620,10 +633,13 @@ def _metric_ops(metric: Any) -> _MetricOps | None:
 
 
 def _matrix_kernel(
-    x: torch.Tensor, y: torch.Tensor, name: SimilarityFunction, out: torch.Tensor
-) -> None:
-    """Write the (len(x), len(y)) similarity block of prepared ``x`` against ``y`` into ``out``."""
-    _METRICS[name].matrix(x, y, out)
+    x: torch.Tensor, y: torch.Tensor, name: SimilarityFunction, out: torch.Tensor | None
+) -> torch.Tensor:
+    """The (len(x), len(y)) similarity block of prepared ``x`` against ``y``.
+
+    Written into ``out`` when given (and returned), else into a new tensor of their dtype.
+    """
+    return _METRICS[name].matrix(x, y, out)
 
 
 def _prepare(

@@ -450,9 +450,7 @@ def _squares_to_distances(
 
     def close_in(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Written as "not greater" so that NaN counts as close.
-        first, last = int(band[0]), int(band[-1])
-        block = d2[first : last + 1] if len(band) == last - first + 1 else d2[band]
-        close = torch.gt(block, row_bound[band, None]).logical_not_()
+        close = torch.gt(_band_rows(d2, band), row_bound[band, None]).logical_not_()
         if spoiled:
             close |= x_big[band, None] | y_big
             close |= x_tiny[band, None] & y_tiny
@@ -489,12 +487,18 @@ def _recompute_pairs(
             scores[i, j] = exact(i, j).to(scores.dtype)
 
 
+def _band_rows(scores: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """Rows ``band`` (increasing) of ``scores``: a view when they are consecutive, else a copy."""
+    first, last = int(band[0]), int(band[-1])
+    return scores[first : last + 1] if len(band) == last - first + 1 else scores[band]
+
+
 def _nonfinite_pairs(scores: torch.Tensor) -> tuple[torch.Tensor, Callable]:
     """The rows of ``scores`` holding inf or NaN, and how to find those pairs in a band of rows."""
     rows = torch.nonzero(~torch.isfinite(scores).all(dim=1))[:, 0]
 
     def pairs_in(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        i, j = (~torch.isfinite(scores[band])).nonzero(as_tuple=True)
+        i, j = (~torch.isfinite(_band_rows(scores, band))).nonzero(as_tuple=True)
         return band[i], j
 
     return rows, pairs_in

@@ -98,16 +98,10 @@ class CacheHits:
         self.found = slots >= 0
         self._blocks = blocks
 
-    def gather(
-        self, embeddings: np.ndarray, truncated: np.ndarray, positions: np.ndarray | None = None
-    ) -> None:
-        """Write the found rows into ``embeddings`` and ``truncated``.
-
-        Row ``k`` of the lookup goes to row ``positions[k]`` (``k`` itself by default).
-        """
-        found = np.flatnonzero(self.found)
-        targets = found if positions is None else positions[found]
-        slots = self.slots[found]
+    def gather(self, embeddings: np.ndarray, truncated: np.ndarray) -> None:
+        """Write the found rows into ``embeddings`` and ``truncated`` (same order as the texts)."""
+        targets = np.flatnonzero(self.found)
+        slots = self.slots[targets]
         for block_id, block in self._blocks.items():
             if len(self._blocks) == 1:
                 rows, where = slots & _ROW_MASK, targets

@@ -191,9 +191,7 @@ def test_config_json_that_is_not_an_object_is_refused(make_tiny_model):
     "sizes",
     [{"num_hidden_layers": 10**6}, {"num_hidden_layers": 2000}, {"intermediate_size": 10**6}],
 )
-def test_config_sizes_the_weights_cannot_back_are_refused_before_building(
-    make_tiny_model, sizes
-):
+def test_config_sizes_the_weights_cannot_back_are_refused_before_building(make_tiny_model, sizes):
     folder = make_tiny_model()
     path = folder / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **sizes}))

@@ -1,0 +1,82 @@
+"""Matrix products on the CPU through oneDNN where torch ships it.
+
+For float32, ``torch.mm`` and ``torch.nn.functional.linear`` call MKL, which runs
+slower than oneDNN on AMD CPUs (measured at 0.80x-0.95x on an AVX-512 AMD EPYC, see
+``benchmarks/README.md``). torch bundles oneDNN for its own compiler; its linear
+operator is called here directly when it is present. Both compute the same float32
+products; only the order of the additions differs (relative differences near 1e-7).
+Everything else (other devices and dtypes, a torch built without oneDNN) goes to the
+plain torch call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["linear", "matmul_nt"]
+
+
+def _onednn_linear():
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_linear()
+
+
+def _bfloat16_units() -> bool:
+    # Without bfloat16 instructions oneDNN would emulate them; torch's own path is kept.
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check is not None and check())
+
+
+def _uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if _ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != weight.dtype:
+        return False
+    if x.dtype == torch.float32:
+        return True
+    return x.dtype == torch.bfloat16 and _bfloat16_units()
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
+) -> torch.Tensor:
+    """``x @ weight.T + bias``, then the exact (erf) GELU when ``gelu``.
+
+    Parameters
+    ----------
+    x : Tensor of shape (rows, in_features)
+    weight : Tensor of shape (out_features, in_features)
+    bias : Tensor of shape (out_features,), optional
+    gelu : bool, default=False
+        Apply ``torch.nn.functional.gelu`` to the result; on the oneDNN path it is
+        computed inside the product, with no second pass over the output.
+
+    Returns
+    -------
+    Tensor of shape (rows, out_features)
+    """
+    if _uses_onednn(x, weight):
+        attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+        return _ONEDNN_LINEAR(x.contiguous(), weight.contiguous(), bias, attr, [], algorithm)
+    out = torch.nn.functional.linear(x, weight, bias)
+    return torch.nn.functional.gelu(out) if gelu else out
+
+
+def matmul_nt(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x @ y.T`` into a new tensor.
+
+    Parameters
+    ----------
+    x : Tensor of shape (n, d)
+    y : Tensor of shape (m, d)
+
+    Returns
+    -------
+    Tensor of shape (n, m)
+    """
+    return linear(x, y, None)

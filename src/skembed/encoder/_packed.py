@@ -1,0 +1,146 @@
+"""The forward pass of a BERT encoder on real tokens only, with no padding.
+
+A padded batch spends the transformer's matrix products on padding too: on STSb
+sentences sorted into batches of 32, as the reference does, 22% of the tokens are
+padding. Here the real tokens of a batch are packed into one (tokens, hidden)
+matrix, so every matrix product of every layer runs on real tokens only and on
+many more rows at once. Attention, the one step that mixes tokens, runs per group
+of texts of equal length (consecutive once a batch is sorted by length), so no
+attention mask and no padded copy is needed.
+
+The arithmetic is the transformer's own, read from its modules; only the order of
+some additions differs from the padded pass (differences near 1e-7 in float32,
+tested against it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._kernels import linear
+
+__all__ = ["PackedBert"]
+
+
+class PackedBert:
+    """Unpadded forward pass of a Hugging Face ``BertModel`` in inference.
+
+    Parameters
+    ----------
+    model : transformers.BertModel
+        In eval mode; see :meth:`supports`.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        config = model.config
+        self.heads = int(config.num_attention_heads)
+        # The exact GELU is fused into its matrix product; another activation runs as is.
+        self.fused_gelu = config.hidden_act == "gelu"
+
+    @staticmethod
+    def supports(model: torch.nn.Module) -> bool:
+        """Whether ``model`` is a plain BERT encoder whose forward pass this reproduces.
+
+        Anything else (other architectures, decoders, cross-attention, chunked
+        feed-forward, hidden layers asked for) keeps the model's own forward pass.
+        """
+        config = getattr(model, "config", None)
+        return (
+            type(model).__name__ == "BertModel"
+            and getattr(config, "model_type", None) == "bert"
+            and getattr(config, "position_embedding_type", "absolute") == "absolute"
+            and not getattr(config, "is_decoder", False)
+            and not getattr(config, "add_cross_attention", False)
+            and not getattr(config, "chunk_size_feed_forward", 0)
+            and not getattr(config, "output_hidden_states", False)
+            and not model.training
+        )
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Last hidden states of a padded batch, zero at padded positions.
+
+        Parameters
+        ----------
+        input_ids, attention_mask : Tensor of shape (batch, seq)
+        token_type_ids : Tensor of shape (batch, seq), optional
+
+        Returns
+        -------
+        Tensor of shape (batch, seq, hidden)
+        """
+        batch, width = input_ids.shape
+        real = attention_mask.reshape(-1).nonzero().squeeze(1)
+        groups = _equal_length_runs(attention_mask.sum(dim=1))
+        x = self._embed(input_ids, token_type_ids, real, width)
+        for layer in self.model.encoder.layer:
+            x = self._layer(layer, x, groups)
+        out = x.new_zeros(batch * width, x.shape[1])
+        out[real] = x
+        return out.view(batch, width, -1)
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        real: torch.Tensor,
+        width: int,
+    ) -> torch.Tensor:
+        embeddings = self.model.embeddings
+        # Positions count from the first column, padding included, as in the padded pass.
+        positions = torch.arange(width, device=real.device).repeat(input_ids.shape[0])[real]
+        types = (
+            token_type_ids.reshape(-1)[real]
+            if token_type_ids is not None
+            else torch.zeros_like(positions)
+        )
+        x = embeddings.word_embeddings(input_ids.reshape(-1)[real])
+        x = x + embeddings.token_type_embeddings(types)
+        x = x + embeddings.position_embeddings(positions)
+        return embeddings.LayerNorm(x)
+
+    def _layer(
+        self, layer: torch.nn.Module, x: torch.Tensor, groups: list[tuple[int, int, int]]
+    ) -> torch.Tensor:
+        attention = layer.attention
+        heads = self.heads
+        head_size = x.shape[1] // heads
+        q, k, v = (
+            linear(x, m.weight, m.bias)
+            for m in (attention.self.query, attention.self.key, attention.self.value)
+        )
+        context = torch.empty_like(q)
+        for start, length, count in groups:
+            span = slice(start, start + length * count)
+            shape = (count, length, heads, head_size)
+            scores = torch.nn.functional.scaled_dot_product_attention(
+                *(t[span].view(shape).transpose(1, 2) for t in (q, k, v)), scale=head_size**-0.5
+            )
+            context[span].view(shape).copy_(scores.transpose(1, 2))
+        output = attention.output
+        x = output.LayerNorm(linear(context, output.dense.weight, output.dense.bias) + x)
+        intermediate = layer.intermediate
+        if self.fused_gelu:
+            hidden = linear(x, intermediate.dense.weight, intermediate.dense.bias, gelu=True)
+        else:
+            hidden = intermediate.intermediate_act_fn(
+                linear(x, intermediate.dense.weight, intermediate.dense.bias)
+            )
+        output = layer.output
+        return output.LayerNorm(linear(hidden, output.dense.weight, output.dense.bias) + x)
+
+
+def _equal_length_runs(lengths: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(first packed token, length, number of texts) of each run of equal lengths."""
+    values, counts = torch.unique_consecutive(lengths, return_counts=True)
+    runs, start = [], 0
+    for length, count in zip(values.tolist(), counts.tolist(), strict=True):
+        if length:
+            runs.append((start, length, count))
+        start += length * count
+    return runs

@@ -1,0 +1,186 @@
+"""The unpadded BERT forward pass and the oneDNN matrix products, against torch's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import sentences
+
+import skembed._kernels as kernels
+from skembed.encoder import load_encoder
+from skembed.encoder._packed import PackedBert, _equal_length_runs
+from skembed.encoder._pooling import POOLING_MODES, pool
+
+CPU = torch.device("cpu")
+
+
+def _bert(seed: int = 0, **config):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    options = dict(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        type_vocab_size=2,
+    )
+    options.update(config)
+    return BertModel(BertConfig(**options)).eval()
+
+
+def _batch(lengths: list[int], width: int, left: bool = False, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 50, (len(lengths), width), generator=generator)
+    types = torch.randint(0, 2, (len(lengths), width), generator=generator)
+    mask = torch.zeros(len(lengths), width, dtype=torch.int64)
+    for row, n in enumerate(lengths):
+        (mask[row, width - n :] if left else mask[row, :n]).fill_(1)
+    return ids.masked_fill(mask == 0, 0), mask, types
+
+
+# Lengths in the order plan_batches gives (longest first, runs of equal lengths) and in an
+# arbitrary order, where every text is a run of its own.
+LENGTHS = [[17, 17, 12, 12, 12, 5, 3, 3], [4, 17, 9, 4, 1, 12, 12]]
+
+
+@pytest.mark.parametrize("lengths", LENGTHS)
+@pytest.mark.parametrize("left", [False, True])
+@pytest.mark.parametrize("hidden_act", ["gelu", "relu", "gelu_new"])
+def test_unpadded_forward_matches_the_padded_one(lengths, left, hidden_act):
+    model = _bert(hidden_act=hidden_act)
+    ids, mask, types = _batch(lengths, width=20, left=left)
+    with torch.inference_mode():
+        padded = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        unpadded = PackedBert(model)(ids, mask, types)
+    real = mask.bool()
+    assert unpadded.shape == padded.shape
+    torch.testing.assert_close(unpadded[real], padded[real], rtol=0, atol=1e-5)
+    assert torch.count_nonzero(unpadded[~real]) == 0
+    # Every pooling mode reads only real positions, so it sees the same vectors.
+    for mode in POOLING_MODES:
+        torch.testing.assert_close(
+            pool(unpadded, mask, (mode,)), pool(padded, mask, (mode,)), rtol=0, atol=1e-5
+        )
+
+
+def test_unpadded_forward_without_token_types_uses_type_zero():
+    model = _bert()
+    ids, mask, _ = _batch([9, 6, 6], width=9)
+    with torch.inference_mode():
+        padded = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        unpadded = PackedBert(model)(ids, mask)
+    torch.testing.assert_close(unpadded[mask.bool()], padded[mask.bool()], rtol=0, atol=1e-5)
+
+
+def test_unpadded_forward_in_bfloat16_is_close_to_the_padded_one():
+    model = _bert().to(torch.bfloat16)
+    ids, mask, types = _batch(LENGTHS[0], width=20)
+    with torch.inference_mode():
+        padded = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        unpadded = PackedBert(model)(ids, mask, types)
+    a, b = (pool(t, mask, ("mean",)).float() for t in (padded, unpadded))
+    cosine = torch.nn.functional.cosine_similarity(a, b)
+    assert cosine.min() > 0.999
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"is_decoder": True},
+        {"chunk_size_feed_forward": 4},
+        {"output_hidden_states": True},
+    ],
+)
+def test_configurations_it_does_not_reproduce_keep_the_models_forward(change):
+    assert PackedBert.supports(_bert())
+    assert not PackedBert.supports(_bert(**change))
+
+
+def test_a_model_in_training_mode_is_not_supported():
+    assert not PackedBert.supports(_bert().train())
+
+
+def test_other_architectures_are_not_supported():
+    from transformers import RobertaConfig, RobertaModel
+
+    roberta = RobertaModel(
+        RobertaConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+        )
+    ).eval()
+    assert not PackedBert.supports(roberta)
+
+
+def test_equal_length_runs():
+    runs = _equal_length_runs(torch.tensor([5, 5, 3, 7, 7, 7, 0, 2]))
+    # (first packed token, length, texts); a text of no tokens takes no place.
+    assert runs == [(0, 5, 2), (10, 3, 1), (13, 7, 3), (34, 2, 1)]
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_encoder_on_the_cpu_uses_the_unpadded_pass_and_matches_the_padded_one(
+    make_tiny_model, padding_side
+):
+    folder = make_tiny_model(padding_side=padding_side, pooling=["cls", "max", "mean"])
+    encoder = load_encoder(folder, CPU)
+    assert encoder._packed is not None
+    texts = [*sentences(60), "", "a", "a much longer sentence " * 6]
+    unpadded = encoder.encode(texts, batch_size=7).embeddings
+    packed, encoder._packed = encoder._packed, None
+    try:
+        padded = encoder.encode(texts, batch_size=7).embeddings
+    finally:
+        encoder._packed = packed
+    np.testing.assert_allclose(unpadded, padded, rtol=0, atol=1e-6)
+
+
+# --- matrix products -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_matches_torch(dtype, gelu, bias):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 48, generator=generator).to(dtype)
+    w = torch.randn(29, 48, generator=generator).to(dtype)
+    b = torch.randn(29, generator=generator).to(dtype) if bias else None
+    expected = torch.nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
+    if gelu:
+        expected = torch.nn.functional.gelu(expected)
+    got = kernels.linear(x, w, b, gelu=gelu)
+    assert got.dtype == dtype and got.shape == (37, 29)
+    tolerance = 1e-5 if dtype == torch.float32 else 0.1
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=tolerance)
+
+
+def test_linear_without_onednn_gives_the_same_products(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    x, w = torch.randn(50, 40, generator=generator), torch.randn(30, 40, generator=generator)
+    b = torch.randn(30, generator=generator)
+    with_onednn = kernels.linear(x, w, b, gelu=True)
+    monkeypatch.setattr(kernels, "_ONEDNN_LINEAR", None)
+    assert not kernels._uses_onednn(x, w)
+    torch.testing.assert_close(kernels.linear(x, w, b, gelu=True), with_onednn, rtol=0, atol=1e-5)
+
+
+def test_onednn_is_used_for_float32_on_the_cpu_where_torch_has_it():
+    x = torch.ones(2, 3)
+    assert kernels._uses_onednn(x, x) == (kernels._ONEDNN_LINEAR is not None)
+    assert not kernels._uses_onednn(x.double(), x.double())
+    assert not kernels._uses_onednn(x, x.double())
+
+
+def test_matmul_nt_of_transposed_views():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 11, generator=generator)
+    y = torch.randn(11, 13, generator=generator).T  # not contiguous
+    torch.testing.assert_close(kernels.matmul_nt(x, y), x @ y.T, rtol=0, atol=1e-5)

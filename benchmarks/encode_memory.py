@@ -8,8 +8,9 @@ measurement, so its weights are not counted:
 
 The extra peak is the process's high-water mark (VmHWM, reset just before) minus its resident
 size just before ``transform``; Linux only (reads /proc/self/status). ``batch`` is the extra
-peak of one forward pass over 64 of the workload's longest texts (new ones, so not cached):
-the model's own working memory, which every forward pass allocates anew. Each workload is measured
+peak of a transform of 256 of the workload's longest texts (new ones, so not cached; at
+least one full batch): the model's own working memory, which every forward pass allocates
+anew. Each workload is measured
 after two warm-ups: ``cold``, one short text (the forward pass's working memory for long inputs
 is then part of the figure), and ``model``, one batch of texts as long as the workload's longest
 (the model's working memory is then allocated before, and the figure is what ``transform`` adds
@@ -65,7 +66,8 @@ CHILD = textwrap.dedent(
     # The model's working memory: one batch of the longest texts, not seen before. The
     # allocator hands large buffers back after each forward pass, so a warm-up does not
     # keep them: every later forward pass allocates them again.
-    longest = sorted(texts, key=len)[-64:]
+    # 256 texts: at least one full batch, also where batches are bounded by tokens alone.
+    longest = sorted(texts, key=len)[-256:]
     batch, _ = extra_peak(lambda: embedder.transform([t[:-1] + "%" for t in longest]))
     extra, out = extra_peak(lambda: embedder.transform(texts))
     print(json.dumps({"extra": extra, "batch": batch, "output": out.nbytes, "rows": len(out)}))

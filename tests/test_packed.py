@@ -9,7 +9,8 @@ from conftest import sentences
 
 import skembed._kernels as kernels
 from skembed.encoder import load_encoder
-from skembed.encoder._packed import PackedBert, _equal_length_runs
+from skembed.encoder._batching import plan_batches
+from skembed.encoder._packed import PackedBert, _equal_length_runs, padded_rows
 from skembed.encoder._pooling import POOLING_MODES, pool
 
 CPU = torch.device("cpu")
@@ -142,6 +143,41 @@ def test_encoder_on_the_cpu_uses_the_unpadded_pass_and_matches_the_padded_one(
     np.testing.assert_allclose(unpadded, padded, rtol=0, atol=1e-6)
 
 
+def test_padded_rows_keep_the_shapes_few_and_the_padding_small():
+    assert [padded_rows(n) for n in (0, 1, 64, 65, 300, 512, 513, 1024, 4000)] == [
+        64,
+        64,
+        64,
+        128,
+        512,
+        512,
+        1024,
+        1024,
+        4096,
+    ]
+    rows = np.array([padded_rows(n) for n in range(1, 4097)])
+    assert (rows >= np.arange(1, 4097)).all()
+    assert len(set(rows.tolist())) == 11
+    assert (rows - np.arange(1, 4097))[512:].max() == 511
+
+
+def test_unpadded_plans_count_real_tokens():
+    lengths = np.array([5, 50, 3, 200, 7, 7, 9, 1, 120, 2, 30, 30])
+    batches = plan_batches(lengths, max_rows=4, max_tokens=100, unpadded=True)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for rows in batches:
+        assert len(rows) <= 4
+        assert len(rows) == 1 or lengths[rows].sum() <= 100
+    # [30, 9, 7, 7] is 53 real tokens but 120 padded ones: it fits the budget only unpadded.
+    assert [lengths[b].tolist() for b in batches] == [
+        [200],
+        [120],
+        [50, 30],
+        [30, 9, 7, 7],
+        [5, 3, 2, 1],
+    ]
+
+
 # --- matrix products -------------------------------------------------------------------------
 
 
@@ -162,14 +198,34 @@ def test_linear_matches_torch(dtype, gelu, bias):
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=tolerance)
 
 
-def test_linear_without_onednn_gives_the_same_products(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_adds_the_residual(dtype):
+    generator = torch.Generator().manual_seed(0)
+    x, w = torch.randn(37, 48, generator=generator), torch.randn(29, 48, generator=generator)
+    b, r = torch.randn(29, generator=generator), torch.randn(37, 29, generator=generator)
+    expected = torch.nn.functional.linear(x.double(), w.double(), b.double()) + r.double()
+    got = kernels.linear(*(t.to(dtype) for t in (x, w, b)), residual=r.to(dtype))
+    tolerance = 1e-5 if dtype == torch.float32 else 0.2
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=tolerance)
+
+
+def test_linear_refuses_gelu_and_residual_together():
+    x = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="gelu or residual"):
+        kernels.linear(x, x, None, gelu=True, residual=torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("options", [{"gelu": True}, {"residual": True}])
+def test_linear_without_onednn_gives_the_same_products(monkeypatch, options):
     generator = torch.Generator().manual_seed(0)
     x, w = torch.randn(50, 40, generator=generator), torch.randn(30, 40, generator=generator)
     b = torch.randn(30, generator=generator)
-    with_onednn = kernels.linear(x, w, b, gelu=True)
+    if options.get("residual"):
+        options = {"residual": torch.randn(50, 30, generator=generator)}
+    with_onednn = kernels.linear(x, w, b, **options)
     monkeypatch.setattr(kernels, "_ONEDNN_LINEAR", None)
     assert not kernels._uses_onednn(x, w)
-    torch.testing.assert_close(kernels.linear(x, w, b, gelu=True), with_onednn, rtol=0, atol=1e-5)
+    torch.testing.assert_close(kernels.linear(x, w, b, **options), with_onednn, rtol=0, atol=1e-5)
 
 
 def test_onednn_is_used_for_float32_on_the_cpu_where_torch_has_it():

@@ -80,12 +80,14 @@ default=None
         it; on a CPU without them torch emulates bfloat16, which is slower
         than float32, and a warning says so (once per process).
     batch_size : int, default=None
-        Most texts per forward pass; ``None`` means 64 on the CPU and 4096 on
-        accelerators.
+        Most texts per forward pass; ``None`` means 4096, except 64 on the CPU
+        for models other than BERT encoders.
     max_batch_tokens : int, default=None
         Most padded tokens per forward pass (texts x longest text), so long
         texts make small batches and short texts large ones; ``None`` means
-        4096 on the CPU and 262144 on accelerators.
+        4096 on the CPU and 262144 on accelerators. BERT encoders on the CPU
+        run their real tokens only, with no padding: there it bounds the real
+        tokens.
     max_seq_length : int, default=None
         Token limit per text; ``None`` means the model's. Longer texts are
         truncated, with a warning that counts them. A StaticEmbedding model

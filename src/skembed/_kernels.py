@@ -43,9 +43,17 @@ def _uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    gelu: bool = False,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``x @ weight.T + bias``, then the exact (erf) GELU when ``gelu``.
+    """``x @ weight.T + bias``, then the exact (erf) GELU or a residual added.
+
+    On the oneDNN path the GELU or the residual is computed inside the product,
+    with no second pass over the output.
 
     Parameters
     ----------
@@ -53,17 +61,25 @@ def linear(
     weight : Tensor of shape (out_features, in_features)
     bias : Tensor of shape (out_features,), optional
     gelu : bool, default=False
-        Apply ``torch.nn.functional.gelu`` to the result; on the oneDNN path it is
-        computed inside the product, with no second pass over the output.
+        Apply ``torch.nn.functional.gelu`` to the result.
+    residual : Tensor of shape (rows, out_features), optional
+        Added to the result (after the bias); not together with ``gelu``.
 
     Returns
     -------
     Tensor of shape (rows, out_features)
     """
+    if gelu and residual is not None:
+        raise ValueError("linear takes gelu or residual, not both.")
     if _uses_onednn(x, weight):
+        x, weight = x.contiguous(), weight.contiguous()
+        if residual is not None:
+            return _ONEDNN_LINEAR.binary(x, residual.contiguous(), weight, bias, "add")
         attr, algorithm = ("gelu", "none") if gelu else ("none", "")
-        return _ONEDNN_LINEAR(x.contiguous(), weight.contiguous(), bias, attr, [], algorithm)
+        return _ONEDNN_LINEAR(x, weight, bias, attr, [], algorithm)
     out = torch.nn.functional.linear(x, weight, bias)
+    if residual is not None:
+        return out.add_(residual)
     return torch.nn.functional.gelu(out) if gelu else out
 
 

@@ -35,12 +35,15 @@ class PreparedChunk:
     batches: list[Batch]
 
 
-def plan_batches(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np.ndarray]:
+def plan_batches(
+    lengths: np.ndarray, max_rows: int, max_tokens: int, unpadded: bool = False
+) -> list[np.ndarray]:
     """Group rows into batches of similar token length.
 
     Rows are sorted longest first; a batch grows while it has fewer than
-    ``max_rows`` rows and its padded size (rows x longest row) stays within
-    ``max_tokens``. A row longer than ``max_tokens`` gets a batch of its own.
+    ``max_rows`` rows and its size stays within ``max_tokens``: its padded size
+    (rows x longest row), or with ``unpadded`` the sum of its rows' lengths. A
+    row longer than ``max_tokens`` gets a batch of its own.
 
     Parameters
     ----------
@@ -48,6 +51,9 @@ def plan_batches(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np
         Token count of each row.
     max_rows, max_tokens : int
         Bounds of one batch.
+    unpadded : bool, default=False
+        Count real tokens only, for a model that runs no padding
+        (:class:`~skembed.encoder._packed.PackedBert`).
 
     Returns
     -------
@@ -55,11 +61,16 @@ def plan_batches(lengths: np.ndarray, max_rows: int, max_tokens: int) -> list[np
         Row indices of each batch, longest batches first.
     """
     order = np.argsort(-lengths, kind="stable")
+    ends = np.cumsum(np.maximum(lengths[order], 1))
     batches = []
     start = 0
     while start < len(order):
-        width = max(int(lengths[order[start]]), 1)
-        rows = max(1, min(max_rows, max_tokens // width))
+        if unpadded:
+            before = ends[start - 1] if start else 0
+            rows = int(np.searchsorted(ends, before + max_tokens, side="right")) - start
+        else:
+            rows = max_tokens // max(int(lengths[order[start]]), 1)
+        rows = max(1, min(max_rows, rows))
         batches.append(order[start : start + rows])
         start += rows
     return batches

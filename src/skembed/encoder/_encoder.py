@@ -552,14 +552,12 @@ class Encoder:
 
     @property
     def default_batch_size(self) -> int:
-        """Rows per batch when none is given: large on accelerators, 64 on the CPU.
+        """Rows per batch when none is given: 64 for padded batches on the CPU, else 4096.
 
-        256 on the CPU for BERT encoders, whose batches carry no padding through the
-        matrix products (:class:`PackedBert`): more rows make larger, faster products.
+        BERT encoders on the CPU run no padding (:class:`PackedBert`): there the token
+        budget alone sizes a batch, and many rows make larger, faster matrix products.
         """
-        if self.device.type != "cpu":
-            return 4096
-        return 256 if self._packed is not None else 64
+        return 64 if self.device.type == "cpu" and self._packed is None else 4096
 
     @property
     def default_batch_tokens(self) -> int:
@@ -627,7 +625,8 @@ class Encoder:
             Most rows per batch; default :attr:`default_batch_size`.
         max_batch_tokens : int, optional
             Most padded tokens per batch; default :attr:`default_batch_tokens`.
-            A single text always fits.
+            A single text always fits. Where the model runs no padding
+            (:class:`PackedBert`), most real tokens.
         progress : callable, optional
             Called after each batch with the positions (in ``texts``) it
             encoded, e.g. to advance a progress bar.
@@ -705,8 +704,9 @@ class Encoder:
     ) -> Iterator[PreparedChunk]:
         """Tokenized, batched chunks of ``inputs``, the next one prepared while this one runs."""
         # A few batches per chunk: enough to overlap tokenizing with the model, few enough
-        # that the tokenized chunk stays small next to the output.
-        chunk = min(_CHUNK_TEXTS, max(1024, 8 * max_rows))
+        # that the tokenized chunk stays small next to the output. Batches are counted at
+        # 64 tokens a text where the token budget, not the row count, bounds them.
+        chunk = min(_CHUNK_TEXTS, max(1024, 8 * min(max_rows, max_tokens // 64)))
         starts = range(0, len(inputs), chunk)
         with ThreadPoolExecutor(max_workers=1) as worker:
 
@@ -758,7 +758,8 @@ class Encoder:
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
         pinned = self.device.type == "cuda"
         batches = []
-        for rows in plan_batches(lengths, max_rows, max_tokens):
+        unpadded = self._packed is not None
+        for rows in plan_batches(lengths, max_rows, max_tokens, unpadded=unpadded):
             arrays = pad_batch(
                 [encodings[i] for i in rows],
                 pad_id=self.tokenizer.pad_token_id or 0,

@@ -19,7 +19,21 @@ import torch
 
 from .._kernels import linear
 
-__all__ = ["PackedBert"]
+__all__ = ["PackedBert", "padded_rows"]
+
+_ROW_STEP = 512
+
+
+def padded_rows(n: int) -> int:
+    """Rows of the packed matrix for ``n`` tokens.
+
+    A multiple of 512 from 512 tokens on, the next power of two (at least 64)
+    below: at most 511 padding rows, and few distinct shapes (a budget of 4,096
+    tokens gives 11).
+    """
+    if n > _ROW_STEP:
+        return -(-n // _ROW_STEP) * _ROW_STEP
+    return max(64, 1 << max(n - 1, 0).bit_length())
 
 
 class PackedBert:
@@ -78,10 +92,16 @@ class PackedBert:
         real = attention_mask.reshape(-1).nonzero().squeeze(1)
         groups = _equal_length_runs(attention_mask.sum(dim=1))
         x = self._embed(input_ids, token_type_ids, real, width)
+        n = len(real)
+        # oneDNN compiles and keeps a kernel for every shape it meets (about 0.6 MiB and
+        # 2 ms each, measured): padding rows keep the shapes few.
+        rows = padded_rows(n)
+        if rows > n:
+            x = torch.cat([x, x.new_zeros(rows - n, x.shape[1])])
         for layer in self.model.encoder.layer:
-            x = self._layer(layer, x, groups)
+            x = self._layer(layer, x, groups, n)
         out = x.new_zeros(batch * width, x.shape[1])
-        out[real] = x
+        out[real] = x[:n]
         return out.view(batch, width, -1)
 
     def _embed(
@@ -105,8 +125,9 @@ class PackedBert:
         return embeddings.LayerNorm(x)
 
     def _layer(
-        self, layer: torch.nn.Module, x: torch.Tensor, groups: list[tuple[int, int, int]]
+        self, layer: torch.nn.Module, x: torch.Tensor, groups: list[tuple[int, int, int]], n: int
     ) -> torch.Tensor:
+        """One transformer layer on packed rows, of which the first ``n`` are tokens."""
         attention = layer.attention
         heads = self.heads
         head_size = x.shape[1] // heads
@@ -115,6 +136,7 @@ class PackedBert:
             for m in (attention.self.query, attention.self.key, attention.self.value)
         )
         context = torch.empty_like(q)
+        context[n:] = 0  # padding rows attend to nothing
         for start, length, count in groups:
             span = slice(start, start + length * count)
             shape = (count, length, heads, head_size)
@@ -123,7 +145,7 @@ class PackedBert:
             )
             context[span].view(shape).copy_(scores.transpose(1, 2))
         output = attention.output
-        x = output.LayerNorm(linear(context, output.dense.weight, output.dense.bias) + x)
+        x = output.LayerNorm(linear(context, output.dense.weight, output.dense.bias, residual=x))
         intermediate = layer.intermediate
         if self.fused_gelu:
             hidden = linear(x, intermediate.dense.weight, intermediate.dense.bias, gelu=True)
@@ -132,7 +154,7 @@ class PackedBert:
                 linear(x, intermediate.dense.weight, intermediate.dense.bias)
             )
         output = layer.output
-        return output.LayerNorm(linear(hidden, output.dense.weight, output.dense.bias) + x)
+        return output.LayerNorm(linear(hidden, output.dense.weight, output.dense.bias, residual=x))
 
 
 def _equal_length_runs(lengths: torch.Tensor) -> list[tuple[int, int, int]]:

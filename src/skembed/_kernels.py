@@ -1,7 +1,7 @@
 """Matrix products on the CPU through oneDNN where torch ships it.
 
-For float32, ``torch.mm`` and ``torch.nn.functional.linear`` call MKL, which runs
-slower than oneDNN on AMD CPUs (measured at 0.80x-0.95x on an AVX-512 AMD EPYC, see
+For float32, ``torch.nn.functional.linear`` calls MKL, which runs slower than oneDNN
+on AMD CPUs (144-193 against 192-213 GFLOP/s on an AVX-512 AMD EPYC, see
 ``benchmarks/README.md``). torch bundles oneDNN for its own compiler; its linear
 operator is called here directly when it is present. Both compute the same float32
 products; only the order of the additions differs (relative differences near 1e-7).
@@ -11,9 +11,13 @@ plain torch call.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-__all__ = ["linear", "matmul_nt"]
+from ._device import cpu_has_bfloat16_units
+
+__all__ = ["linear"]
 
 
 def _onednn_linear():
@@ -28,10 +32,11 @@ def _onednn_linear():
 _ONEDNN_LINEAR = _onednn_linear()
 
 
+@functools.cache
 def _bfloat16_units() -> bool:
     # Without bfloat16 instructions oneDNN would emulate them; torch's own path is kept.
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check is not None and check())
+    # Read once: the answer cannot change, and the check reads /proc/cpuinfo.
+    return cpu_has_bfloat16_units()
 
 
 def _uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -81,18 +86,3 @@ def linear(
     if residual is not None:
         return out.add_(residual)
     return torch.nn.functional.gelu(out) if gelu else out
-
-
-def matmul_nt(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``x @ y.T`` into a new tensor.
-
-    Parameters
-    ----------
-    x : Tensor of shape (n, d)
-    y : Tensor of shape (m, d)
-
-    Returns
-    -------
-    Tensor of shape (n, m)
-    """
-    return linear(x, y, None)

@@ -55,8 +55,9 @@ class ForwardTimer:
 
 def time_transformer(encoder) -> ForwardTimer:
     """Time the pass the encoder runs: its unpadded BERT pass, else the model's forward."""
-    if encoder._packed is not None:
-        timer = encoder._packed = ForwardTimer(encoder._packed)
+    transformer = encoder.input_module
+    if transformer.packed is not None:
+        timer = transformer.packed = ForwardTimer(transformer.packed)
     else:
         timer = encoder.model.forward = ForwardTimer(encoder.model.forward)
     return timer

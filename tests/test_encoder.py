@@ -16,7 +16,7 @@ from skembed.encoder import (
     read_folder,
     resolve_model_folder,
 )
-from skembed.encoder._folder import NormalizeSpec, PoolingSpec
+from skembed.encoder.modules import Normalize, Pooling, Transformer
 
 CPU = torch.device("cpu")
 TEXTS = [
@@ -119,15 +119,16 @@ def test_old_pooling_config_defaults_missing_keys(make_tiny_model):
     config = json.loads((folder / "1_Pooling" / "config.json").read_text())
     assert "pooling_mode_lasttoken" not in config and "include_prompt" not in config
     spec = read_folder(folder)
-    assert spec.pooling == PoolingSpec(modes=("cls",), include_prompt=True)
-    assert spec.steps[-1] == NormalizeSpec()
+    assert spec.pooling.modes == ("cls",) and spec.pooling.include_prompt
+    assert isinstance(spec.pipeline[-1], Normalize)
     assert not (folder / "2_Normalize").exists()
 
 
 def test_plain_checkpoint_reads_as_mean_pooling(make_tiny_model):
     spec = read_folder(make_tiny_model(st_format=False))
-    assert spec.steps == (PoolingSpec(modes=("mean",)),)
-    assert spec.similarity_fn_name is None and spec.max_seq_length is None
+    assert [type(m) for m in spec.pipeline] == [Transformer, Pooling]
+    assert spec.pooling.modes == ("mean",)
+    assert spec.similarity_fn_name is None and spec.input_module.max_seq_length is None
 
 
 def test_unsupported_module_is_refused(make_tiny_model):
@@ -206,7 +207,7 @@ def test_save_can_add_normalize_and_prompt(make_tiny_model, tmp_path):
         prompt="query: ",
     )
     spec = read_folder(tmp_path / "saved")
-    assert spec.steps[-1] == NormalizeSpec()
+    assert isinstance(spec.pipeline[-1], Normalize)
     assert spec.prompts["skembed"] == "query: " and spec.default_prompt_name == "skembed"
 
 

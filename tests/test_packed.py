@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import sentences
 
-import skembed._kernels as kernels
+import skembed.encoder.modules._kernels as kernels
 from skembed.encoder import load_encoder
 from skembed.encoder._batching import plan_batches
-from skembed.encoder._packed import PackedBert, _equal_length_runs, padded_rows
-from skembed.encoder._pooling import POOLING_MODES, pool
+from skembed.encoder.modules._packed import PackedBert, _equal_length_runs, padded_rows
+from skembed.encoder.modules._pooling import POOLING_MODES, pool
 
 CPU = torch.device("cpu")
 
@@ -132,14 +132,15 @@ def test_encoder_on_the_cpu_uses_the_unpadded_pass_and_matches_the_padded_one(
 ):
     folder = make_tiny_model(padding_side=padding_side, pooling=["cls", "max", "mean"])
     encoder = load_encoder(folder, CPU)
-    assert encoder._packed is not None
+    transformer = encoder.input_module
+    assert transformer.packed is not None
     texts = [*sentences(60), "", "a", "a much longer sentence " * 6]
     unpadded = encoder.encode(texts, batch_size=7).embeddings
-    packed, encoder._packed = encoder._packed, None
+    packed, transformer.packed = transformer.packed, None
     try:
         padded = encoder.encode(texts, batch_size=7).embeddings
     finally:
-        encoder._packed = packed
+        transformer.packed = packed
     np.testing.assert_allclose(unpadded, padded, rtol=0, atol=1e-6)
 
 

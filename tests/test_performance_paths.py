@@ -108,12 +108,12 @@ def test_oom_halves_the_batch_and_keeps_results(tiny_model, monkeypatch):
     real_forward = Encoder._forward
     seen = []
 
-    def forward_with_small_memory(self, tensors, prompt_length):
+    def forward_with_small_memory(self, tensors, run):
         rows = len(tensors["input_ids"])
         seen.append(rows)
         if rows > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(self, tensors, prompt_length)
+        return real_forward(self, tensors, run)
 
     monkeypatch.setattr(Encoder, "_forward", forward_with_small_memory)
     got = encoder.encode(texts, batch_size=16).embeddings
@@ -122,7 +122,7 @@ def test_oom_halves_the_batch_and_keeps_results(tiny_model, monkeypatch):
 
 
 def test_oom_on_a_single_text_is_raised(tiny_model, monkeypatch):
-    def always_oom(self, tensors, prompt_length):
+    def always_oom(self, tensors, run):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(Encoder, "_forward", always_oom)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .encoder import Encoder, EncoderGroup
+from .encoder import EncodeResult, EncoderLike, EncodeSettings, FolderSpec
 
 
-class DeferredEncoder:
+class DeferredEncoder(EncoderLike):
     """The description of a fitted model, its weights loaded at first use.
 
     A fitted estimator that arrives in another process (a pickle holds no
@@ -41,27 +42,49 @@ class DeferredEncoder:
         device: torch.device,
         dtype: torch.dtype,
         embedding_dimension: int,
-        load: Callable[[], Encoder | EncoderGroup],
+        load: Callable[[], EncoderLike],
     ) -> None:
         self.fingerprint = fingerprint
         self.device = device
         self.dtype = dtype
         self.embedding_dimension = embedding_dimension
         self._load = load
-        self._encoder: Encoder | EncoderGroup | None = None
+        self._encoder: EncoderLike | None = None
 
-    def loaded(self) -> Encoder | EncoderGroup:
+    def loaded(self) -> EncoderLike:
         """The model, loaded at the first call."""
         if self._encoder is None:
             self._encoder = self._load()
         return self._encoder
 
-    def encode(self, *args: Any, **kwargs: Any) -> Any:
-        """Load the model if needed and encode; see :meth:`Encoder.encode`."""
-        return self.loaded().encode(*args, **kwargs)
+    # Anything beyond the cache key needs the model.
 
-    def __getattr__(self, name: str) -> Any:
-        # Anything beyond the cache key (the tokenizer, the model's limits, save) needs the model.
-        if name.startswith("__") or name == "_encoder":
-            raise AttributeError(name)
-        return getattr(self.loaded(), name)
+    @property
+    def spec(self) -> FolderSpec:
+        """The model folder's modules and settings (loads the model)."""
+        return self.loaded().spec
+
+    @property
+    def default_max_seq_length(self) -> int:
+        """The model's own token limit (loads the model)."""
+        return self.loaded().default_max_seq_length
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        """The longest input the model allows (loads the model)."""
+        return self.loaded().max_position_embeddings
+
+    @property
+    def reads_whole_texts(self) -> bool:
+        """Whether the model takes no token limit (loads the model)."""
+        return self.loaded().reads_whole_texts
+
+    def encode(
+        self, texts: list[str], settings: EncodeSettings | None = None, **options: Any
+    ) -> EncodeResult:
+        """Load the model if needed and encode; see :meth:`Encoder.encode`."""
+        return self.loaded().encode(texts, settings, **options)
+
+    def save(self, path: str | os.PathLike[str], **options: Any) -> None:
+        """Load the model if needed and save it; see :meth:`Encoder.save`."""
+        self.loaded().save(path, **options)

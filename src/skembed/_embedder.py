@@ -309,7 +309,7 @@ default=None
 
     def _checked_max_seq_length(self, encoder: Encoder | EncoderGroup, folder: Any) -> int:
         """The token limit in effect, refused if the model has fewer positions or none."""
-        if self.max_seq_length is not None and encoder.spec.static_embedding is not None:
+        if self.max_seq_length is not None and encoder.reads_whole_texts:
             raise ValueError(
                 f"max_seq_length={self.max_seq_length} does not apply to the model at {folder}: "
                 "a StaticEmbedding reads whole texts. Leave max_seq_length=None."
@@ -321,7 +321,7 @@ default=None
                 f"max_seq_length={max_seq_length}"
                 if self.max_seq_length is not None
                 else f"max_seq_length={max_seq_length} in "
-                f"{encoder.spec.transformer_path / 'sentence_bert_config.json'}"
+                f"{encoder.spec.input_folder / 'sentence_bert_config.json'}"
             )
             raise ValueError(
                 f"{source} exceeds the {limit} positions the model at {folder} supports."

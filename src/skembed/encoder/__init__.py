@@ -3,19 +3,13 @@
 Nothing here knows scikit-learn; the estimators build on it.
 """
 
-from ._encoder import (
-    Encoder,
-    EncodeResult,
-    EncodeSettings,
-    folder_fingerprint,
-    load_encoder,
-    loaded_models,
-    release_models,
-    set_max_loaded_models,
-    work_counts,
-)
-from ._folder import FolderSpec, read_folder
+from ._counters import work_counts
+from ._encoder import Encoder, EncodeResult, EncodeSettings
+from ._fingerprint import folder_fingerprint
+from ._folder import FolderSpec, read_folder, save_folder
 from ._group import EncoderGroup, load_encoders
+from ._loaded import load_encoder, loaded_models, release_models, set_max_loaded_models
+from ._protocol import EncoderLike
 from ._resolve import resolve_model_folder
 
 __all__ = [
@@ -23,6 +17,7 @@ __all__ = [
     "EncodeSettings",
     "Encoder",
     "EncoderGroup",
+    "EncoderLike",
     "FolderSpec",
     "folder_fingerprint",
     "load_encoder",
@@ -31,6 +26,7 @@ __all__ = [
     "read_folder",
     "release_models",
     "resolve_model_folder",
+    "save_folder",
     "set_max_loaded_models",
     "work_counts",
 ]

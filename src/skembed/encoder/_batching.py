@@ -53,7 +53,7 @@ def plan_batches(
         Bounds of one batch.
     unpadded : bool, default=False
         Count real tokens only, for a model that runs no padding
-        (:class:`~skembed.encoder._packed.PackedBert`).
+        (:class:`~skembed.encoder.modules._packed.PackedBert`).
 
     Returns
     -------

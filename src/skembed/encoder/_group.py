@@ -10,13 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._encoder import Encoder, EncodeResult, EncodeSettings, load_encoder
+from ._encoder import Encoder, EncodeResult, EncodeSettings
+from ._loaded import load_encoder
 from ._folder import FolderSpec
+from ._protocol import EncoderLike
 
 __all__ = ["EncoderGroup", "load_encoders"]
 
 
-class EncoderGroup:
+class EncoderGroup(EncoderLike):
     """The same model on several devices, encoding shards of the input in parallel.
 
     It offers what the estimators use of an :class:`Encoder`, and nothing
@@ -41,10 +43,20 @@ class EncoderGroup:
         self.encoders = encoders
         first = encoders[0]
         self.fingerprint: str = first.fingerprint
-        self.spec: FolderSpec = first.spec
+        self._spec: FolderSpec = first.spec
         self.device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
         self.embedding_dimension: int = first.embedding_dimension
+
+    @property
+    def spec(self) -> FolderSpec:
+        """The model folder's modules and settings (see :attr:`Encoder.spec`)."""
+        return self._spec
+
+    @property
+    def reads_whole_texts(self) -> bool:
+        """Whether the model takes no token limit (see :attr:`Encoder.reads_whole_texts`)."""
+        return self.encoders[0].reads_whole_texts
 
     @property
     def default_max_seq_length(self) -> int:

@@ -1,15 +1,22 @@
 """Pooling: token embeddings of a padded batch -> one vector per text.
 
 One function per mode, in one table (``POOLERS``); a new pooling mode is a new entry.
+The :class:`Pooling` module reads the modes from its config, old style (boolean
+keys) or new (``pooling_mode``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["POOLERS", "POOLING_MODES", "pool"]
+from .._config import field, read_json, write_json
+from ._base import Features, LoadContext, Module, register_module
+
+__all__ = ["POOLERS", "POOLING_MODES", "Pooling", "pool"]
 
 
 def _first_real_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -122,3 +129,87 @@ def pool(
             raise ValueError(f"Unknown pooling mode {mode!r}; expected one of {list(POOLERS)}.")
         outputs.append(pooler(token_embeddings, mask, attention_mask))
     return torch.cat(outputs, dim=-1)
+
+
+# Legacy boolean keys of 1_Pooling/config.json, in the order the reference concatenates them.
+_LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+@register_module
+class Pooling(Module):
+    """Token embeddings -> one sentence embedding, the modes' outputs concatenated.
+
+    Parameters
+    ----------
+    dimension : int
+        Size of the token embeddings.
+    modes : tuple of str, default=("mean",)
+        Keys of :data:`POOLERS`.
+    include_prompt : bool, default=True
+        Whether prompt tokens count in the pooling.
+    """
+
+    type_name = "Pooling"
+    takes = "tokens"
+    gives = "sentence"
+
+    def __init__(
+        self, dimension: int, modes: tuple[str, ...] = ("mean",), include_prompt: bool = True
+    ) -> None:
+        super().__init__()
+        self.dimension = dimension
+        self.modes = tuple(modes)
+        self.include_prompt = include_prompt
+
+    @classmethod
+    def load(cls, folder: Path, context: LoadContext) -> Pooling:
+        """Read the modes; keys that older files lack take their defaults, no mode means mean."""
+        config_path = folder / "config.json"
+        config = read_json(config_path) if config_path.is_file() else {}
+        mode = field(config, config_path, "pooling_mode", (str, list, type(None)), None)
+        if mode is None:
+            modes = tuple(
+                name
+                for key, name in _LEGACY_POOLING_KEYS.items()
+                if field(config, config_path, key, (bool,), False)
+            )
+        else:
+            modes = (mode,) if isinstance(mode, str) else tuple(mode)
+        modes = modes or ("mean",)
+        unknown = [m for m in modes if m not in POOLING_MODES]
+        if unknown:
+            raise ValueError(
+                f"{config_path}: unknown pooling mode(s) {unknown}; "
+                f"expected any of {list(POOLING_MODES)}."
+            )
+        include_prompt = field(config, config_path, "include_prompt", (bool,), True)
+        assert context.dimension is not None
+        return cls(context.dimension, modes, include_prompt)
+
+    def save(self, folder: Path) -> None:
+        config: dict[str, Any] = {"word_embedding_dimension": self.dimension}
+        config.update({key: name in self.modes for key, name in _LEGACY_POOLING_KEYS.items()})
+        config["include_prompt"] = self.include_prompt
+        if list(self.modes) != [m for m in _LEGACY_POOLING_KEYS.values() if m in self.modes]:
+            # The boolean keys fix the order of concatenation; recent releases read this key
+            # first, and older ones could not express another order anyway.
+            config["pooling_mode"] = list(self.modes)
+        write_json(folder / "config.json", config)
+
+    @property
+    def output_dimension(self) -> int:
+        return self.dimension * len(self.modes)
+
+    def forward(self, features: Features) -> Features:
+        prompt_length = 0 if self.include_prompt else features.get("prompt_length", 0)
+        features["sentence_embedding"] = pool(
+            features["token_embeddings"], features["attention_mask"], self.modes, prompt_length
+        ).float()
+        return features

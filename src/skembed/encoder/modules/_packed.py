@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .._kernels import linear
+from ._kernels import linear
 
 __all__ = ["PackedBert", "padded_rows"]
 

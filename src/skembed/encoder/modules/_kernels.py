@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from ._device import cpu_has_bfloat16_units
+from ..._device import cpu_has_bfloat16_units
 
 __all__ = ["linear"]
 

@@ -92,7 +92,7 @@ def test_loading_a_model_prints_nothing(make_tiny_model, capfd):
 
 
 def test_progress_bar_counts_every_input_text(tiny_model, monkeypatch, fresh_cache):
-    import skembed.cache as cache_module
+    import skembed.cache._encode as cache_module
 
     bars = []
 

@@ -569,14 +569,14 @@ def test_threads_writing_one_store_keep_it_consistent(tmp_path):
 )
 def test_cache_bytes_variable_is_parsed(monkeypatch, value, expected):
     monkeypatch.setenv("SKEMBED_CACHE_BYTES", value)
-    monkeypatch.setattr(cache, "_PROCESS_CACHE", None)  # as in a fresh process
+    monkeypatch.setattr(cache._memory, "_PROCESS_CACHE", None)  # as in a fresh process
     assert cache_info()["max_bytes"] == expected
 
 
 @pytest.mark.parametrize("value", ["-5", "1e9", "1.5GB", "lots", "10 parsecs", "\u0661\u0660"])
 def test_bad_cache_bytes_variable_names_itself(monkeypatch, value):
     monkeypatch.setenv("SKEMBED_CACHE_BYTES", value)
-    monkeypatch.setattr(cache, "_PROCESS_CACHE", None)
+    monkeypatch.setattr(cache._memory, "_PROCESS_CACHE", None)
     with pytest.raises(ValueError) as error:
         cache_info()
     message = str(error.value)

@@ -68,11 +68,11 @@ class Dense(Module):
             or "torch.nn.modules.linear.Identity"
         )
         use_residual = field(config, path, "use_residual", (bool,), False)
-        _check_dimension(path, "in_features", in_features, context)
         module = cls(
             in_features, out_features, bias, activation, use_residual, context.trust_remote_code
         )
         module.load_state_dict(load_weights(folder), strict=False)
+        _check_dimension(path, "in_features", in_features, context)
         return module
 
     def save(self, folder: Path) -> None:
@@ -159,9 +159,9 @@ class LayerNorm(_SameSize):
     def load(cls, folder: Path, context: LoadContext) -> LayerNorm:
         path = folder / "config.json"
         dimension = size_field(read_json(path), path, "dimension")
-        _check_dimension(path, "dimension", dimension, context)
         module = cls(dimension)
         load_strict(module, folder)
+        _check_dimension(path, "dimension", dimension, context)
         return module
 
     def save(self, folder: Path) -> None:

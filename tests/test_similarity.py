@@ -17,6 +17,7 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics.pairwise import cosine_similarity
 
 import skembed._similarity as sim_module
+import skembed._similarity_numerics as numerics_module
 from skembed import SimilarityFunction, paired_similarity, similarity
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -902,8 +903,8 @@ def test_manhattan_tiles_cover_every_pair_once(monkeypatch, dtype):
     x = rng.normal(size=(23, 5)).astype(dtype)
     y = rng.normal(size=(17, 5)).astype(dtype)
     # Tiles of 3 y rows and 2 x rows (2 * 3 * 5 differences of 4 or 8 bytes each).
-    monkeypatch.setattr(sim_module, "_L1_Y_ROWS", 3)
-    monkeypatch.setattr(sim_module, "_L1_TILE_BYTES", 2 * 3 * 5 * np.dtype(dtype).itemsize)
+    monkeypatch.setattr(numerics_module, "_L1_Y_ROWS", 3)
+    monkeypatch.setattr(numerics_module, "_L1_TILE_BYTES", 2 * 3 * 5 * np.dtype(dtype).itemsize)
     got = similarity(x, y, metric="manhattan")
     assert got.dtype == dtype
     assert_allclose(got, -cdist(x.astype(np.float64), y, "cityblock"), rtol=1e-6)

@@ -30,6 +30,13 @@ from ._inputs import (
     looks_like_text,
 )
 from ._model_card import model_card
+from ._model_settings import (
+    checked_max_seq_length,
+    checked_model_metric,
+    checked_prompt,
+    checked_truncate_dim,
+    truncated,
+)
 from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, ROLES, allows_missing
 from ._similarity import SimilarityFunction, paired_similarity, similarity
 from ._warnings import TruncationWarning, warn_at_caller
@@ -38,7 +45,6 @@ from .encoder import (
     Encoder,
     EncoderGroup,
     EncodeSettings,
-    FolderSpec,
     folder_fingerprint,
     load_encoders,
     resolve_model_folder,
@@ -284,11 +290,13 @@ default=None
         spec = encoder.spec
         self.model_folder_ = str(folder)
         self.model_fingerprint_ = encoder.fingerprint
-        self.truncate_dim_ = self._checked_truncate_dim(encoder, folder)
+        self.truncate_dim_ = checked_truncate_dim(self.truncate_dim, encoder, folder)
         self.n_features_out_ = self.truncate_dim_ or encoder.embedding_dimension
-        self.max_seq_length_ = self._checked_max_seq_length(encoder, folder)
-        self.prompt_ = self._checked_prompt(spec)
-        self.model_similarity_fn_name_ = _checked_model_metric(spec, folder)
+        self.max_seq_length_ = checked_max_seq_length(self.max_seq_length, encoder, folder)
+        self.prompt_, self.prompts_ = checked_prompt(
+            self.prompt, self.prompt_name, self.prompts, self.role, spec
+        )
+        self.model_similarity_fn_name_ = checked_model_metric(spec, folder)
         return self
 
     def _reset(self) -> None:
@@ -306,70 +314,6 @@ default=None
         names = column_names(X)
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
-
-    def _checked_max_seq_length(self, encoder: Encoder | EncoderGroup, folder: Any) -> int:
-        """The token limit in effect, refused if the model has fewer positions or none."""
-        if self.max_seq_length is not None and encoder.reads_whole_texts:
-            raise ValueError(
-                f"max_seq_length={self.max_seq_length} does not apply to the model at {folder}: "
-                "a StaticEmbedding reads whole texts. Leave max_seq_length=None."
-            )
-        max_seq_length = self.max_seq_length or encoder.default_max_seq_length
-        limit = encoder.max_position_embeddings
-        if limit is not None and max_seq_length > limit:
-            source = (
-                f"max_seq_length={max_seq_length}"
-                if self.max_seq_length is not None
-                else f"max_seq_length={max_seq_length} in "
-                f"{encoder.spec.input_folder / 'sentence_bert_config.json'}"
-            )
-            raise ValueError(
-                f"{source} exceeds the {limit} positions the model at {folder} supports."
-            )
-        return max_seq_length
-
-    def _checked_truncate_dim(self, encoder: Encoder | EncoderGroup, folder: Any) -> int | None:
-        """The column count in effect, refused if the model's embeddings are narrower."""
-        truncate_dim = self.truncate_dim or encoder.spec.truncate_dim
-        if truncate_dim is not None and truncate_dim > encoder.embedding_dimension:
-            source = (
-                "truncate_dim"
-                if self.truncate_dim is not None
-                else f"truncate_dim in {folder / 'config_sentence_transformers.json'}"
-            )
-            raise ValueError(
-                f"{source}={truncate_dim} exceeds the {encoder.embedding_dimension} embedding "
-                f"dimensions of the model at {folder}."
-            )
-        return truncate_dim
-
-    def _checked_prompt(self, spec: FolderSpec) -> str | None:
-        """The prompt in effect: ``prompt``, else the named, the role's or the default prompt.
-
-        Sets ``prompts_``.
-        """
-        if self.prompt is not None and self.prompt_name is not None:
-            raise ValueError(
-                f"Give prompt or prompt_name, not both (got prompt={self.prompt!r}, "
-                f"prompt_name={self.prompt_name!r})."
-            )
-        given = self.prompts or {}
-        bad = {k: v for k, v in given.items() if not (isinstance(k, str) and isinstance(v, str))}
-        if bad:
-            raise ValueError(f"prompts must map prompt names (str) to prompts (str); got {bad!r}.")
-        # As the reference: "query" and "document" always exist (empty unless set), so a role
-        # never falls back to the default prompt; the parameter overrides the saved prompts.
-        self.prompts_ = {**dict.fromkeys(ROLES, ""), **spec.prompts, **given}
-        if self.prompt is not None:
-            return self.prompt
-        prompt_name = self.prompt_name or self.role or spec.default_prompt_name
-        if prompt_name is not None and prompt_name not in self.prompts_:
-            raise ValueError(
-                f"prompt_name={prompt_name!r} is not among the model's prompts "
-                f"{sorted(self.prompts_)}."
-            )
-        # An empty prompt is no prompt: one cache key for both.
-        return self.prompts_.get(prompt_name) or None
 
     def _placement(self) -> tuple[list[torch.device], torch.dtype]:
         devices = resolve_devices(self.device)
@@ -439,6 +383,23 @@ default=None
             )
         return encoder
 
+    def load_model(self) -> SentenceEmbedder:
+        """Load the fitted model in this process now.
+
+        An unpickled estimator (a pickle holds no weights) loads its model at the
+        first text it has to encode; this loads it at once, checked against the
+        fitted fingerprint.
+
+        Returns
+        -------
+        self : SentenceEmbedder
+        """
+        check_is_fitted(self)
+        encoder = self._get_encoder()
+        if isinstance(encoder, DeferredEncoder):
+            encoder.loaded()
+        return self
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_encoder", None)
@@ -484,7 +445,7 @@ default=None
         )
         embeddings = result.embeddings
         if self.truncate_dim_ is not None:
-            embeddings = _truncated(embeddings, self.truncate_dim_, self.normalize_embeddings)
+            embeddings = truncated(embeddings, self.truncate_dim_, self.normalize_embeddings)
         cut = np.flatnonzero(result.truncated)
         if len(cut):
             zeroed = present is not None and self.missing == "zero"
@@ -719,24 +680,3 @@ default=None
             evaluated_on=evaluated_on,
         )
         (Path(path) / "README.md").write_text(card, encoding="utf-8")
-
-
-def _truncated(embeddings: np.ndarray, truncate_dim: int, normalize: bool) -> np.ndarray:
-    """The first ``truncate_dim`` columns, as a new array, L2-normalised if asked."""
-    kept = embeddings[:, :truncate_dim].copy()  # the cache's rows may be read-only
-    if not normalize:
-        return kept
-    # The reference's normalisation (torch, float32), so that the rows match it bit for bit.
-    return torch.nn.functional.normalize(torch.from_numpy(kept), p=2.0, dim=1).numpy()
-
-
-def _checked_model_metric(spec: FolderSpec, folder: Any) -> str | None:
-    """The model's saved ``similarity_fn_name``, refused with its file if it is unknown."""
-    if spec.similarity_fn_name is not None:
-        try:
-            SimilarityFunction(spec.similarity_fn_name)
-        except ValueError as exc:
-            raise ValueError(
-                f"{folder / 'config_sentence_transformers.json'}: field 'similarity_fn_name': {exc}"
-            ) from None
-    return spec.similarity_fn_name

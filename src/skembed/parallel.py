@@ -5,26 +5,26 @@ fitted :class:`~skembed.SentenceEmbedder` (parameters and the model's
 fingerprint, a few hundred bytes, never the weights), loads the model once per
 worker process, and describes its output (:meth:`BatchEmbedder.meta` for Dask,
 :meth:`BatchEmbedder.schema` for Arrow, Ray and Spark). ``SentenceEmbedder``
-itself transforms Dask collections lazily through it.
+itself transforms Dask collections lazily through it. Only the estimator's
+public API is used here (``transform``, ``load_model``, ``get_feature_names_out``,
+``n_features_out_``), so this module imports no estimator.
 
 See the "Scaling out" page of the documentation for the recipes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
-
-from ._deferred import DeferredEncoder
-
-if TYPE_CHECKING:
-    from ._embedder import SentenceEmbedder
 
 __all__ = ["BatchEmbedder", "is_dask_collection", "transform_dask"]
 
 _OUTPUTS = ("frame", "array", "column")
+# What a SentenceEmbedder offers and this module calls.
+_EMBEDDER_METHODS = ("transform", "load_model", "get_feature_names_out")
 
 
 class BatchEmbedder:
@@ -60,11 +60,9 @@ class BatchEmbedder:
     """
 
     def __init__(
-        self, embedder: SentenceEmbedder, *, column: str | None = None, output: str = "frame"
+        self, embedder: BaseEstimator, *, column: str | None = None, output: str = "frame"
     ) -> None:
-        from ._embedder import SentenceEmbedder
-
-        if not isinstance(embedder, SentenceEmbedder):
+        if not all(callable(getattr(embedder, name, None)) for name in _EMBEDDER_METHODS):
             raise TypeError(f"embedder must be a SentenceEmbedder, got {type(embedder).__name__}.")
         check_is_fitted(embedder)
         if output not in _OUTPUTS:
@@ -92,9 +90,7 @@ class BatchEmbedder:
         BatchEmbedder
             ``self``.
         """
-        encoder = self.embedder._get_encoder()
-        if isinstance(encoder, DeferredEncoder):
-            encoder.loaded()
+        self.embedder.load_model()
         return self
 
     def meta(self, index: Any = None) -> Any:
@@ -155,7 +151,8 @@ class BatchEmbedder:
             As ``output`` says.
         """
         texts = self._texts(batch)
-        embeddings = self.embedder._embed(self.embedder._texts(texts))
+        # transform checks the column against the fitted one; set_output may make it a frame.
+        embeddings = np.asarray(self.embedder.transform(texts), dtype=np.float32)
         if self.output == "array":
             return embeddings
         if self.output == "column":
@@ -191,7 +188,6 @@ class BatchEmbedder:
                     f"The batch has columns {list(batch)}; give column= to name the text column."
                 )
             (batch,) = batch.values()
-        self.embedder._check_columns(batch)
         return batch
 
 
@@ -200,7 +196,7 @@ def is_dask_collection(X: Any) -> bool:
     return callable(getattr(X, "__dask_graph__", None)) and not isinstance(X, type)
 
 
-def transform_dask(embedder: SentenceEmbedder, X: Any) -> Any:
+def transform_dask(embedder: BaseEstimator, X: Any) -> Any:
     """The lazy embeddings of a Dask collection, computed on the workers.
 
     Parameters
@@ -227,7 +223,7 @@ def transform_dask(embedder: SentenceEmbedder, X: Any) -> Any:
                 "column of texts: select it, e.g. X[[name]] or X[name]."
             )
         embed = BatchEmbedder(embedder)
-        embed._texts(X._meta)  # a wrong column is refused here, not on the workers
+        embed(X._meta)  # a wrong column is refused here, not on the workers
         return X.map_partitions(embed, meta=embed.meta(X._meta.index))
     if isinstance(X, da.Array):
         if X.ndim not in (1, 2) or (X.ndim == 2 and X.shape[1] != 1):

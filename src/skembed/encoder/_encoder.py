@@ -234,7 +234,9 @@ class Encoder(EncoderLike):
         # does; the Router's limit leaves each route its own.
         limit = settings.max_seq_length
         max_length = (
-            limit if limit and limit != self.default_max_seq_length else first.default_max_seq_length
+            limit
+            if limit and limit != self.default_max_seq_length
+            else first.default_max_seq_length
         )
         prompt = settings.prompt or None
         pooling = next((m for m in chain if isinstance(m, Pooling)), None)

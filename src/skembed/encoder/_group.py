@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ._encoder import Encoder, EncodeResult, EncodeSettings
-from ._loaded import load_encoder
 from ._folder import FolderSpec
+from ._loaded import load_encoder
 from ._protocol import EncoderLike
 
 __all__ = ["EncoderGroup", "load_encoders"]

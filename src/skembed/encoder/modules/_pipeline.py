@@ -78,7 +78,8 @@ def load_pipeline(entries: list[tuple[str, Path]], where: object, context: LoadC
         if (cls.takes == "text") != (position == 0) or nested:
             raise ValueError(
                 f"{_described(where, position, type_name)} is not supported there; skembed runs "
-                f"{supported}" + (" (a Router inside a Router is not)." if context.in_router else ".")
+                f"{supported}"
+                + (" (a Router inside a Router is not)." if context.in_router else ".")
             )
         if position and cls.takes != gives:
             needs = (

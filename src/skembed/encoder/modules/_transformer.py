@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .._config import MAX_CONFIG_SIZE, field, read_json, size_field, write_json
+from .._config import field, read_json, size_field, write_json
 from ._base import Features, LoadContext, Module, register_module
 from ._packed import PackedBert
 
@@ -308,5 +308,3 @@ def check_model_config(folder: Path) -> None:
             f"weight files in {folder} hold only {weight_bytes:,} bytes; the config does not "
             "match its weights."
         )
-
-

@@ -4,13 +4,14 @@ Nothing here knows scikit-learn; the estimators build on it.
 """
 
 from ._counters import work_counts
-from ._encoder import Encoder, EncodeResult, EncodeSettings
+from ._encoder import Encoder
 from ._fingerprint import folder_fingerprint
 from ._folder import FolderSpec, read_folder, save_folder
 from ._group import EncoderGroup, load_encoders
 from ._loaded import load_encoder, loaded_models, release_models, set_max_loaded_models
 from ._protocol import EncoderLike
 from ._resolve import resolve_model_folder
+from ._types import EncodeResult, EncodeSettings
 
 __all__ = [
     "EncodeResult",

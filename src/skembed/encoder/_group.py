@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._encoder import Encoder, EncodeResult, EncodeSettings
+from ._encoder import Encoder
 from ._folder import FolderSpec
 from ._loaded import load_encoder
 from ._protocol import EncoderLike
+from ._types import EncodeResult, EncodeSettings
 
 __all__ = ["EncoderGroup", "load_encoders"]
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-if TYPE_CHECKING:
-    from ._encoder import EncodeResult, EncodeSettings
-    from ._folder import FolderSpec
+from ._folder import FolderSpec
+from ._types import EncodeResult, EncodeSettings
 
 __all__ = ["EncoderLike"]
 

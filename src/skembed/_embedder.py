@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Mapping
@@ -434,15 +435,32 @@ default=None
                 )
             self.model_folder_ = str(folder)
             devices, dtype = self._placement()
+            # The loaded model is checked against the fingerprint again (the folder may be
+            # replaced before a text needs it) and only then kept.
             encoder = DeferredEncoder(
-                fingerprint, devices[0], dtype, self.n_features_out_, lambda: self._load(folder)
+                fingerprint,
+                devices[0],
+                dtype,
+                self.n_features_out_,
+                lambda: load_encoders(folder, devices, self.trust_remote_code, dtype),
             )
+            self._encoder = encoder
         return encoder
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_encoder", None)
         return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SentenceEmbedder:
+        # The copy's parameters and fitted state are its own; the loaded model, which no call
+        # changes, is shared rather than copied.
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        twin.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        if "_encoder" in self.__dict__:
+            twin._encoder = self._encoder
+        return twin
 
     def _store(self) -> DiskEmbeddingStore | None:
         return open_store(self.memory)

@@ -28,6 +28,7 @@ LAYERS = [
     (
         "estimators",
         {
+            "_constraints",
             "_deferred",
             "_model_settings",
             "_model_card",

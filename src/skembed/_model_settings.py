@@ -81,7 +81,9 @@ def checked_prompt(
     all_prompts = {**dict.fromkeys(ROLES, ""), **spec.prompts, **given}
     if prompt is not None:
         return prompt, all_prompts
-    prompt_name = prompt_name or role or spec.default_prompt_name
+    # Tested against None, not truthiness: prompt_name="" names no prompt and is refused.
+    if prompt_name is None:
+        prompt_name = role or spec.default_prompt_name
     if prompt_name is not None and prompt_name not in all_prompts:
         raise ValueError(
             f"prompt_name={prompt_name!r} is not among the model's prompts {sorted(all_prompts)}."

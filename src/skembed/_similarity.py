@@ -206,6 +206,14 @@ def paired_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     return pair.wrap(out)
 
 
+def checked_top_k(top_k: Any, n_corpus: int) -> int:
+    """``top_k`` as an int, refused unless it is between 1 and ``n_corpus``."""
+    top_k = operator.index(top_k)
+    if not 1 <= top_k <= n_corpus:
+        raise ValueError(f"top_k={top_k} must be between 1 and the {n_corpus} corpus rows.")
+    return top_k
+
+
 def semantic_search(
     queries: Any,
     corpus: Any,
@@ -268,9 +276,7 @@ def semantic_search(
     assert ops is not None  # a SimilarityFunction always has a table entry
     pair = _check_pair(queries, corpus, ("queries", "corpus"), sparse="refuse")
     q, c = pair.x, pair.y
-    top_k = operator.index(top_k)
-    if not 1 <= top_k <= c.shape[0]:
-        raise ValueError(f"top_k={top_k} must be between 1 and the {c.shape[0]} corpus rows.")
+    top_k = checked_top_k(top_k, c.shape[0])
     budget = _block_bytes(max_block_bytes) // pair.dtype.itemsize
     if budget < top_k:
         raise ValueError(

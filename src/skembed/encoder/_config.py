@@ -55,6 +55,14 @@ def read_json(path: Path, expected: type = dict) -> Any:
     return data
 
 
+def read_json_or_none(path: Path) -> Any:
+    """The JSON at ``path``, or ``None`` where it is missing or unreadable (never raises)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def field(
     config: dict[str, Any], path: Path, key: str, kinds: tuple[type, ...], default: Any = REQUIRED
 ) -> Any:

@@ -7,23 +7,66 @@ import os
 import threading
 from pathlib import Path
 
+from ._config import read_json_or_none
+from .modules import module_class
+
 __all__ = ["folder_fingerprint"]
 
 
-def _model_files(folder: Path) -> list[tuple[str, Path]]:
-    """The files a model folder can load from, by relative name, hidden entries left out.
+def named_module_folders(path: Path) -> list[Path]:
+    """The module folders that ``modules.json`` and the modules' configs name, whatever their names.
 
-    File links are followed (the Hugging Face cache links every file to a blob); linked
-    folders are not, since :func:`read_folder` refuses modules outside the folder.
+    A module folder may be hidden (``".2_Dense"``). Entries are not checked here
+    (:func:`~skembed.encoder._folder.read_folder` refuses malformed ones before
+    anything loads); those that cannot be read are skipped.
     """
-    files = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            path = Path(root, name)
-            if not name.startswith(".") and path.is_file():
-                files.append((path.relative_to(folder).as_posix(), path))
-    return files
+    entries = read_json_or_none(path / "modules.json")
+    named: list[Path] = []
+    for entry in entries if isinstance(entries, list) else []:
+        relative = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+            continue
+        folder = path / relative
+        named.append(folder)
+        type_name = entry.get("type")
+        kind = module_class(type_name) if isinstance(type_name, str) else None
+        if kind is not None:
+            named += kind.named_folders(folder)
+    return named
+
+
+def _model_files(folder: Path) -> list[tuple[str, Path]]:
+    """Every file a model folder can load from, by relative name.
+
+    Hidden entries (``.git``, ``.cache``) are left out, except the module folders that
+    ``modules.json`` or a module's config names: the loader opens those whatever their
+    names. Links are followed: file links anywhere (the Hugging Face cache links every
+    file to a blob), folder links that stay inside the model folder (the reader refuses
+    modules outside it, so nothing is loaded from beyond).
+    """
+    root = folder.resolve()
+    files: dict[str, Path] = {}
+    seen: set[Path] = set()
+
+    def walk(start: Path) -> None:
+        for dirpath, dirs, names in os.walk(start, followlinks=True):
+            here = Path(dirpath)
+            target = here.resolve()
+            if target in seen or (target != root and root not in target.parents):
+                dirs[:] = []  # a loop of links, a folder seen under another name, or outside
+                continue
+            seen.add(target)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                file = here / name
+                if not name.startswith(".") and file.is_file():
+                    files.setdefault(file.relative_to(folder).as_posix(), file)
+
+    walk(folder)
+    for module_folder in named_module_folders(folder):
+        if module_folder.is_dir():
+            walk(module_folder)
+    return sorted(files.items())
 
 
 def _file_stats(files: list[tuple[str, Path]]) -> tuple:

@@ -87,6 +87,16 @@ class Module(torch.nn.Module):
         """
         raise NotImplementedError
 
+    @classmethod
+    def named_folders(cls, folder: Path) -> list[Path]:
+        """Folders under ``folder`` that the kind's config names and :meth:`load` opens.
+
+        For the fingerprint, which must cover every file the loader opens, whatever
+        its name (a hidden ``.query_0_Transformer``). Read leniently: a malformed
+        config names nothing here, and :meth:`load` refuses it.
+        """
+        return []
+
     def save(self, folder: Path) -> None:
         """Write the module's config and weights into ``folder`` (created by the caller)."""
         raise NotImplementedError

@@ -11,7 +11,14 @@ from typing import Any
 
 import torch
 
-from .._config import field, module_folder, read_json, string_map, write_json
+from .._config import (
+    field,
+    module_folder,
+    read_json,
+    read_json_or_none,
+    string_map,
+    write_json,
+)
 from ._base import Features, LoadContext, Module, register_module
 from ._pipeline import Pipeline, load_pipeline, save_pipeline
 
@@ -83,6 +90,21 @@ class Router(Module):
     def first_input(self) -> Module:
         """The first route's input module (whose tokenizer the reference's Router reports)."""
         return next(iter(self.routes.values())).input_module
+
+    @classmethod
+    def named_folders(cls, folder: Path) -> list[Path]:
+        """The route module folders that ``router_config.json`` (or ``config.json``) names.
+
+        A Router inside a route is refused on loading, so one level is enough.
+        """
+        path = folder / "router_config.json"
+        config = read_json_or_none(path if path.is_file() else folder / "config.json")
+        types = config.get("types") if isinstance(config, dict) else None
+        return [
+            folder / relative
+            for relative in (types if isinstance(types, dict) else {})
+            if relative and not Path(relative).is_absolute()
+        ]
 
     @classmethod
     def load(cls, folder: Path, context: LoadContext) -> Router:

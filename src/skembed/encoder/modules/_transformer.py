@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -226,17 +226,43 @@ def _load_model(
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    # Sizes the file leaves out are built at the class's defaults: check those too.
+    check_model_config(source, config.to_dict())
     model_class = _model_class(config, source)
     # Loaded in float32, then cast: the weights on disk may be in any precision.
     with _quiet_transformers():
-        model = model_class.from_pretrained(
+        model, loading = model_class.from_pretrained(
             source,
             config=config,
             trust_remote_code=trust_remote_code,
             dtype=torch.float32,
             use_safetensors=(source / "model.safetensors").is_file() or None,
+            output_loading_info=True,
         )
+    _check_complete(model, loading, source)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_complete(model: torch.nn.Module, loading: dict[str, Any], source: Path) -> None:
+    """Refuse a transformer whose weights files leave parameters to random initialisation.
+
+    Such a model gives different vectors in every process under one fingerprint. Weights
+    the model does not use (the heads of a pretraining checkpoint) are ignored, as the
+    reference does; so is a missing pooler, whose output no embedding reads.
+    """
+    pooler = getattr(model, "pooler", None)
+    unread = {f"pooler.{name}" for name, _ in pooler.named_parameters()} if pooler else set()
+    missing = sorted(set(loading.get("missing_keys", ())) - unread)
+    mismatched = sorted(str(key) for key in loading.get("mismatched_keys", ()))
+    if missing or mismatched:
+        shown = missing[:8] + mismatched[:8]
+        raise ValueError(
+            f"The weights in {source} do not cover the model its config.json describes "
+            f"(model_type {model.config.model_type!r}): {len(missing)} parameters missing, "
+            f"{len(mismatched)} of another shape ({', '.join(shown)}"
+            f"{', ...' if len(missing) + len(mismatched) > len(shown) else ''}); they would "
+            "be initialised at random. Fix config.json or the weights."
+        )
 
 
 @contextmanager
@@ -264,19 +290,25 @@ _MIN_BYTES_PER_PARAMETER = 0.5
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
 
-def check_model_config(folder: Path) -> None:
+def check_model_config(folder: Path, built: Mapping[str, Any] | None = None) -> None:
     """Refuse a transformer config whose sizes the weights on disk cannot back.
 
-    Every size field must be an integer from 1 to :data:`MAX_CONFIG_SIZE`, and
-    the parameter count the config implies (layers, hidden and intermediate
-    sizes, vocabulary and positions) must fit in the weight files: a config
-    that declares a million layers is refused here instead of hanging while
-    the model is built.
+    Every size field of ``config.json`` must be an integer from 1 to
+    :data:`MAX_CONFIG_SIZE`, and the parameter count the config implies
+    (layers, hidden and intermediate sizes, vocabulary and positions) must fit
+    in the weight files: a config that declares a million layers is refused
+    here instead of hanging while the model is built.
 
     Parameters
     ----------
     folder : Path
         The transformer's folder (holding ``config.json`` and the weights).
+    built : mapping, default=None
+        The configuration transformers builds from the file, its class's
+        defaults filled in (``PretrainedConfig.to_dict()``). A size the file
+        leaves out is read there: left out, ``hidden_size`` is not 0 but
+        the class's default. ``None``: the file alone is checked, before
+        transformers reads it.
 
     Raises
     ------
@@ -287,24 +319,32 @@ def check_model_config(folder: Path) -> None:
     if not path.is_file():
         return
     config = read_json(path)
-    sizes = {}
+    sizes: dict[str, int] = {}
+    defaults: list[str] = []
     for names in (_LAYERS, _HIDDEN, _INTERMEDIATE, _VOCABULARY, _POSITIONS):
         present = [name for name in names if config.get(name) is not None]
         for name in present:
             size_field(config, path, name)
-        sizes[names] = config[present[0]] if present else 0
-    hidden = sizes[_HIDDEN]
+        if present:
+            sizes[present[0]] = config[present[0]]
+            continue
+        filled = [n for n in names if isinstance((built or {}).get(n), int)]
+        sizes[filled[0] if filled else names[0]] = built[filled[0]] if filled else 0
+        defaults += filled[:1]
+    layers, hidden, intermediate, vocabulary, positions = sizes.values()
     parameters = (
-        sizes[_LAYERS] * (4 * hidden * hidden + 2 * hidden * sizes[_INTERMEDIATE])
-        + (sizes[_VOCABULARY] + sizes[_POSITIONS]) * hidden
+        layers * (4 * hidden * hidden + 2 * hidden * intermediate)
+        + (vocabulary + positions) * hidden
     )
     weight_bytes = sum(
         p.stat().st_size for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()
     )
     if weight_bytes and parameters * _MIN_BYTES_PER_PARAMETER > weight_bytes:
-        fields = {names[0]: size for names, size in sizes.items()}
+        filled_note = (
+            f" ({', '.join(defaults)}: not in the file, transformers' default)" if defaults else ""
+        )
         raise ValueError(
-            f"{path}: the sizes {fields} describe about {parameters:,} parameters, but the "
-            f"weight files in {folder} hold only {weight_bytes:,} bytes; the config does not "
-            "match its weights."
+            f"{path}: the sizes {sizes}{filled_note} describe about {parameters:,} parameters, "
+            f"but the weight files in {folder} hold only {weight_bytes:,} bytes; the config "
+            "does not match its weights."
         )

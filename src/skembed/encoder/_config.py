@@ -16,8 +16,8 @@ __all__ = [
     "field",
     "json_type",
     "module_folder",
-    "module_kind",
     "read_json",
+    "read_json_or_none",
     "size_field",
     "string_map",
     "write_json",
@@ -98,12 +98,6 @@ def string_map(config: dict[str, Any], path: Path, key: str) -> dict[str, str]:
     if bad:
         raise ValueError(f"{path}: field {key!r} must map names to strings; got {bad!r}.")
     return dict(value)
-
-
-def module_kind(type_name: str) -> str:
-    # Saves name the same module by several import paths across reference versions
-    # ("sentence_transformers.models.Pooling", "...sentence_transformer.modules.pooling.Pooling").
-    return type_name.rsplit(".", 1)[-1]
 
 
 def module_folder(root: Path, relative: str, where: str) -> Path:

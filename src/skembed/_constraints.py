@@ -5,9 +5,11 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any
 
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, Options
 
-__all__ = ["PositiveCount"]
+from ._similarity_function import SimilarityFunction
+
+__all__ = ["PositiveCount", "SimilarityFunctionName"]
 
 
 class PositiveCount(Interval):
@@ -26,3 +28,26 @@ class PositiveCount(Interval):
 
     def __str__(self) -> str:
         return f"{super().__str__()} (not a bool)"
+
+
+class SimilarityFunctionName(Options):
+    """A similarity function: a name or member that :class:`SimilarityFunction` accepts.
+
+    Derived from the enum, so a metric added there is accepted by every
+    estimator that takes a metric. (An ``Options`` subclass because scikit-learn
+    takes only its own constraint classes.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__(object, set(SimilarityFunction.possible_values()))
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        """Whether ``val`` names a member of :class:`SimilarityFunction`."""
+        try:
+            SimilarityFunction(val)
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return f"a similarity function among {SimilarityFunction.possible_values()}"

@@ -13,17 +13,15 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import validate_data
 
 from ._constraints import PositiveCount
-from ._similarity import Metric, similarity
+from ._similarity import checked_block_bytes, similarity
 from ._similarity_function import SimilarityFunction
 
 __all__ = ["CommunityClusterer", "community_detection", "paraphrase_mining"]
 
-# Scores computed at once: rows x n_samples float32 within this many bytes.
-_BLOCK_BYTES = 64 << 20
-
 
 def _block_rows(n_samples: int, max_block_bytes: int | None) -> int:
-    budget = _BLOCK_BYTES if max_block_bytes is None else operator.index(max_block_bytes)
+    """Rows of scores computed at once: rows x n_samples float32 within the block budget."""
+    budget = checked_block_bytes(max_block_bytes)
     if budget < 4 * n_samples:
         raise ValueError(
             f"max_block_bytes={max_block_bytes} cannot hold one row of {n_samples} float32 scores."
@@ -46,7 +44,7 @@ def paraphrase_mining(
     *,
     top_k: int = 100,
     max_pairs: int = 500_000,
-    metric: Metric = "cosine",
+    metric: str | SimilarityFunction = "cosine",
     max_block_bytes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Find the most similar pairs of rows among all pairs.

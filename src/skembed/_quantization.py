@@ -14,6 +14,7 @@ from sklearn.base import (
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._constraints import SimilarityFunctionName
 from ._similarity import checked_top_k, paired_similarity, semantic_search, similarity
 
 __all__ = ["EmbeddingQuantizer"]
@@ -57,7 +58,7 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     ----------
     precision : {"float32", "int8", "uint8", "binary", "ubinary"}, default="int8"
         Code type.
-    metric : {"dot", "cosine", "euclidean", "manhattan"}, default="dot"
+    metric : str or SimilarityFunction, default="dot"
         Similarity of :meth:`similarity` for float32 and scalar codes, computed
         on the int8-shifted codes (uint8 codes are shifted too, so int8 and
         uint8 score alike). Packed bits are always compared by the negative
@@ -89,7 +90,7 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     _parameter_constraints: ClassVar[dict] = {
         "precision": [StrOptions(set(PRECISIONS))],
-        "metric": [StrOptions({"dot", "cosine", "euclidean", "manhattan"})],
+        "metric": [SimilarityFunctionName()],
     }
 
     def __init__(self, precision: str = "int8", *, metric: str = "dot") -> None:

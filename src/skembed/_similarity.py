@@ -30,6 +30,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,7 @@ from ._similarity_numerics import (
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
     "SimilarityFunction",
+    "checked_block_bytes",
     "paired_similarity",
     "semantic_search",
     "similarity",
@@ -124,7 +126,7 @@ def similarity(
            [0.7071, 1.    ]])
     """
     ops = _metric_ops(metric)
-    budget = _block_bytes(max_block_bytes)
+    budget = checked_block_bytes(max_block_bytes)
     pair = _check_pair(X, Y, ("X", "Y"), sparse="keep")
     n_x, n_y = pair.x.shape[0], pair.y.shape[0]
     if n_x == 0 or n_y == 0:
@@ -277,7 +279,7 @@ def semantic_search(
     pair = _check_pair(queries, corpus, ("queries", "corpus"), sparse="refuse")
     q, c = pair.x, pair.y
     top_k = checked_top_k(top_k, c.shape[0])
-    budget = _block_bytes(max_block_bytes) // pair.dtype.itemsize
+    budget = checked_block_bytes(max_block_bytes) // pair.dtype.itemsize
     if budget < top_k:
         raise ValueError(
             f"max_block_bytes={max_block_bytes} holds fewer than top_k={top_k} scores."
@@ -301,15 +303,19 @@ def semantic_search(
     return pair.wrap(scores), pair.wrap(indices)
 
 
-def _block_bytes(max_block_bytes: Any) -> int:
-    """The block budget in bytes: ``max_block_bytes`` checked, or the default."""
+def checked_block_bytes(max_block_bytes: Any) -> int:
+    """The block budget in bytes: ``max_block_bytes`` checked, or the default.
+
+    The one budget of everything that computes scores a block at a time
+    (``similarity``, ``semantic_search``, ``paraphrase_mining``).
+    """
     if max_block_bytes is None:
         return DEFAULT_BLOCK_BYTES
-    if isinstance(max_block_bytes, bool) or not isinstance(max_block_bytes, int):
+    if isinstance(max_block_bytes, bool) or not isinstance(max_block_bytes, Integral):
         raise ValueError(f"max_block_bytes must be an int or None, got {max_block_bytes!r}.")
     if max_block_bytes < 1:
         raise ValueError(f"max_block_bytes must be >= 1 byte, got {max_block_bytes}.")
-    return max_block_bytes
+    return int(max_block_bytes)
 
 
 # --- the metrics -------------------------------------------------------------------------

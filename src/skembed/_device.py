@@ -137,9 +137,9 @@ def _warn_emulated_bfloat16() -> None:
     _WARNED_BFLOAT16 = True
     warn_at_caller(
         f"dtype='bfloat16' on a CPU without bfloat16 units ({cpu_features()}): torch emulates "
-        "bfloat16 there, which is slower than float32 (200 texts took 14.0 s in bfloat16 and "
-        "5.4 s in float32 on an AVX2-only AMD EPYC). dtype='float32' (or 'auto') is the "
-        "fastest exact choice on this CPU. This warning is shown once per process."
+        "bfloat16 there, which runs slower than float32 (benchmarks/encode_cpu.py measures "
+        "both). dtype='float32' (or 'auto') is the fastest exact choice on this CPU. This "
+        "warning is shown once per process."
     )
 
 

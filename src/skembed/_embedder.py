@@ -28,6 +28,7 @@ from ._inputs import (
     as_texts,
     check_texts_or_pairs,
     column_names,
+    embed_pairs,
     looks_like_text,
 )
 from ._model_card import model_card
@@ -581,9 +582,7 @@ default=None
         """
         if Y is None:
             check_is_fitted(self)
-            first, second = self._pairs(X)
-            embeddings = self._embed(first + second)
-            x, y = embeddings[: len(first)], embeddings[len(first) :]
+            x, y = embed_pairs(*self._pairs(X), self._embed)
         else:
             x, y = self._as_embeddings(X, "X"), self._as_embeddings(Y, "Y")
         return paired_similarity(x, y, metric=self.similarity_fn_name_)

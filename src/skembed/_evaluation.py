@@ -8,7 +8,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.base import clone
 
-from ._inputs import as_text_pairs
+from ._inputs import as_text_pairs, embed_pairs
 from ._options import allows_missing
 from ._similarity import paired_similarity
 from ._similarity_function import SimilarityFunction
@@ -72,8 +72,7 @@ def evaluate_sts(
     # ``embedder`` was fitted on (texts or pairs).
     fitted = clone(embedder).fit()
     first, second = as_text_pairs(X, allow_missing=allows_missing(fitted.missing))
-    embeddings = fitted.transform(first + second)
-    x, y_embeddings = embeddings[: len(first)], embeddings[len(first) :]
+    x, y_embeddings = embed_pairs(first, second, fitted.transform)
     figures = {}
     for name in names:
         scores, gold = _gold(paired_similarity(x, y_embeddings, metric=name), y)

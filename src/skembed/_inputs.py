@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = [
     "as_texts",
     "check_texts_or_pairs",
     "column_names",
+    "embed_pairs",
     "looks_like_text",
     "text_columns",
 ]
@@ -207,6 +209,17 @@ def as_text_pairs(
     """
     first, second = _checked_columns(X, what, (2,), allow_missing)
     return first, second
+
+
+def embed_pairs(
+    first: list[str | None], second: list[str | None], embed: Callable[[list[Any]], Any]
+) -> tuple[Any, Any]:
+    """The embeddings of the first and of the second texts of pairs, from one ``embed`` call.
+
+    One call, so that a text on both sides is encoded once.
+    """
+    both = embed(first + second)
+    return both[: len(first)], both[len(first) :]
 
 
 def check_texts_or_pairs(X: Any, what: str = "X", allow_missing: bool = False) -> int:

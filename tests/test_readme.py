@@ -161,3 +161,10 @@ def test_ci_runs_the_readme_developer_block():
         'pytest -m "not slow"',
     ]
     assert all(command in ci for command in commands), commands
+
+
+@pytest.mark.parametrize("name", ["install-user", "install-dev"])
+def test_installation_page_shows_the_readme_install_blocks(name):
+    page = (README.parent / "docs" / "installation.rst").read_text(encoding="utf-8")
+    literal = "".join(f"    {line}\n" for line in _block(name).splitlines())
+    assert f"::\n\n{literal}\n" in page, name

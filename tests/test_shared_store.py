@@ -26,7 +26,7 @@ from conftest import sentences
 
 from skembed import cache
 from skembed.cache import DiskEmbeddingStore, encode_cached, namespace_for, set_cache_limit
-from skembed.encoder import EncodeSettings, Encoder, load_encoder, resolve_model_folder
+from skembed.encoder import Encoder, EncodeSettings, load_encoder, resolve_model_folder
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 

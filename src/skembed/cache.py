@@ -819,12 +819,10 @@ class DiskEmbeddingStore:
                         if holder != owner and expires > now and _claimant_alive(host, pid)
                     }
                     free = [digest for digest in by_digest if digest not in held]
+                    lease = (owner, _HOST, os.getpid(), now + CLAIM_LEASE_SECONDS)
                     connection.executemany(
                         "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
-                        [
-                            (namespace, digest, owner, _HOST, os.getpid(), now + CLAIM_LEASE_SECONDS)
-                            for digest in free
-                        ],
+                        [(namespace, digest, *lease) for digest in free],
                     )
         except (sqlite3.OperationalError, OSError) as error:
             self._warn_once(error)
@@ -1200,10 +1198,7 @@ def _encode_shared(
             rows = np.fromiter(map(position.__getitem__, mine), dtype=np.int64, count=len(mine))
             with _lease(store, owner, claimed is not None):
                 result = encoder.encode(
-                    mine,
-                    settings,
-                    progress=None if progress is None else lambda done: progress(rows[done]),
-                    **run_options,
+                    mine, settings, progress=_rows_progress(progress, rows), **run_options
                 )
                 store.put(namespace, mine, result.embeddings, result.truncated)
             embeddings[rows], truncated[rows] = result.embeddings, result.truncated
@@ -1213,6 +1208,15 @@ def _encode_shared(
         waiting = [text for text in waiting if text not in done]
         time.sleep(pause)
         pause = min(2 * pause, _LAST_POLL_SECONDS)
+
+
+def _rows_progress(
+    progress: Callable[[np.ndarray], None] | None, rows: np.ndarray
+) -> Callable[[np.ndarray], None] | None:
+    """``progress`` of positions in a subset, told as the subset's ``rows`` of the whole."""
+    if progress is None:
+        return None
+    return lambda done: progress(rows[done])
 
 
 @contextmanager

@@ -53,34 +53,39 @@ def search(model: str, pairs, labels, n_jobs: int | None, memory=None) -> GridSe
     ).fit(pairs, labels)
 
 
-def _clear_and_count(barrier) -> tuple[int, int]:
-    # Every pool process holds one of these at once, so each answers once.
+def _clear_and_count(barrier, model: str) -> tuple[int, int]:
+    # Every pool process holds one of these at once, so each answers once. The model is loaded
+    # here (once per process): loky replaces a worker whose memory grows by 300 MB after its
+    # first task, which loading the model in the search would otherwise do, losing its counts.
     barrier.wait(timeout=300)
+    SentenceEmbedder(model, device="cpu").fit()
     clear_cache()
     return os.getpid(), work_counts()["texts_encoded"]
 
 
-def pool_encoded(n_jobs: int) -> dict[int, int]:
+def pool_encoded(n_jobs: int, model: str) -> dict[int, int]:
     """Texts encoded so far by each process of joblib's (reused) pool; empties their caches."""
     if n_jobs == 1:
         return {}
     with multiprocessing.Manager() as manager:
         barrier = manager.Barrier(n_jobs)
         return dict(
-            Parallel(n_jobs=n_jobs)(delayed(_clear_and_count)(barrier) for _ in range(n_jobs))
+            Parallel(n_jobs=n_jobs)(
+                delayed(_clear_and_count)(barrier, model) for _ in range(n_jobs)
+            )
         )
 
 
 def shared_search(model: str, pairs, labels, n_jobs: int) -> tuple[float, int]:
     """Seconds and texts encoded by all processes, for one search on a fresh store."""
-    before = pool_encoded(n_jobs)
+    before = pool_encoded(n_jobs, model)
     clear_cache()
     parent = work_counts()["texts_encoded"]
     with tempfile.TemporaryDirectory() as store:
         start = time.perf_counter()
         search(model, pairs, labels, n_jobs, memory=store)
         seconds = time.perf_counter() - start
-    after = pool_encoded(n_jobs)
+    after = pool_encoded(n_jobs, model)
     if set(after) != set(before):
         raise RuntimeError(f"The pool's processes changed during the search: {before} {after}.")
     encoded = work_counts()["texts_encoded"] - parent
@@ -125,7 +130,9 @@ def main() -> None:
 
     if args.n_jobs > 1:
         for n_jobs in (1, args.n_jobs):
-            pool_encoded(n_jobs)  # start the pool (and load the model there) outside the timings
+            pool_encoded(
+                n_jobs, args.model
+            )  # start the pool (and load the model there) outside the timings
         runs: dict[int, list[tuple[float, int]]] = {1: [], args.n_jobs: []}
         for _ in range(args.repeats):
             for n_jobs in runs:

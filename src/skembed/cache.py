@@ -17,6 +17,7 @@ fingerprint, device type, precision and every setting that changes an embedding:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -382,6 +383,15 @@ _WARNED_STORES: set[str] = set()
 _WARNED_LOCK = threading.Lock()
 
 
+@functools.cache
+def _empty_store_bytes() -> int:
+    """Bytes in use in a store with no row: its table and index, as this SQLite lays them out."""
+    with closing(sqlite3.connect(":memory:")) as connection:
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        connection.execute(_TABLE)
+        return DiskEmbeddingStore._used_bytes(connection)
+
+
 def _checksum(namespace: str, digest: bytes, truncated: int, vector: bytes) -> bytes:
     """Tie a row's vector to its key and flag, so that damage anywhere in the row shows."""
     check = hashlib.blake2b(namespace.encode(), digest_size=8)
@@ -449,7 +459,10 @@ class DiskEmbeddingStore:
 
     Every row carries a checksum of its key, flag and vector. A row that
     fails it, has the wrong size for the model, or holds a non-finite value
-    is never served: it is encoded again and overwritten.
+    is never served: it is encoded again and overwritten. The checksum
+    catches damage, not forgery: it has no secret, so whoever can write the
+    file can write rows that pass it. The store is as trusted as its folder;
+    share it only with those you would let choose your embeddings.
 
     Nothing is read or written at construction: the folder and file are
     created at first use. A store that cannot be written (a read-only file or
@@ -465,7 +478,9 @@ class DiskEmbeddingStore:
     max_bytes : int, optional
         Bound on the bytes the rows take in the file. After a write that
         passes it, the oldest written rows are deleted until it holds again.
-        ``None`` (the default) keeps every row.
+        ``None`` (the default) keeps every row. A bound below what an empty
+        store takes (a few pages of SQLite, 16 KiB here) could keep no row and
+        is refused.
 
     Attributes
     ----------
@@ -497,6 +512,12 @@ class DiskEmbeddingStore:
             isinstance(max_bytes, bool) or not isinstance(max_bytes, Integral) or max_bytes < 0
         ):
             raise ValueError(f"max_bytes must be an integer >= 0 or None, got {max_bytes!r}.")
+        if max_bytes is not None and max_bytes < _empty_store_bytes():
+            raise ValueError(
+                f"max_bytes={max_bytes} is below the {_empty_store_bytes():,} bytes an empty "
+                "store takes, so no embedding could ever be kept; give at least that, or "
+                "max_bytes=None for no bound."
+            )
         self.directory = Path(folder)
         self.path = self.directory / self.FILENAME
         self.max_bytes = None if max_bytes is None else int(max_bytes)
@@ -890,6 +911,8 @@ class DiskEmbeddingStore:
         OSError
             If the store cannot be written.
         """
+        if not self.path.exists():
+            return  # nothing to clear; the folder is not created for it
         try:
             with self._errors(), closing(self._open()) as connection:
                 with _transaction(connection):
@@ -901,6 +924,8 @@ class DiskEmbeddingStore:
             ) from error
 
     def _measure(self, measure: Callable[[sqlite3.Connection], int]) -> int:
+        if not self.path.exists():
+            return 0  # nothing stored; a question about the store does not create it
         try:
             with self._reading() as connection:
                 return 0 if connection is None else measure(connection)

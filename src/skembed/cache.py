@@ -385,10 +385,14 @@ _WARNED_LOCK = threading.Lock()
 
 @functools.cache
 def _empty_store_bytes() -> int:
-    """Bytes in use in a store with no row: its table and index, as this SQLite lays them out."""
+    """Bytes in use in a store with no row: its tables and indexes, as this SQLite lays them out.
+
+    The claims table counts: a store that processes share holds it from the first claim on.
+    """
     with closing(sqlite3.connect(":memory:")) as connection:
         connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
         connection.execute(_TABLE)
+        connection.execute(_CLAIMS_TABLE)
         return DiskEmbeddingStore._used_bytes(connection)
 
 
@@ -479,7 +483,7 @@ class DiskEmbeddingStore:
         Bound on the bytes the rows take in the file. After a write that
         passes it, the oldest written rows are deleted until it holds again.
         ``None`` (the default) keeps every row. A bound below what an empty
-        store takes (a few pages of SQLite, 16 KiB here) could keep no row and
+        store takes (a few pages of SQLite, 24 KiB here) could keep no row and
         is refused.
 
     Attributes

@@ -31,8 +31,10 @@ class DeferredEncoder:
     embedding_dimension : int
         Size of an embedding.
     load : callable
-        Loads the model (whose files were checked against ``fingerprint``) and
-        returns it.
+        Loads the model and returns it. A model whose files no longer have the
+        fingerprint ``fingerprint`` (the folder was replaced after it was
+        checked) is refused, so that no vector of another model is ever keyed
+        by this one's fingerprint.
     """
 
     def __init__(
@@ -51,9 +53,22 @@ class DeferredEncoder:
         self._encoder: Encoder | EncoderGroup | None = None
 
     def loaded(self) -> Encoder | EncoderGroup:
-        """The model, loaded at the first call."""
+        """The model, loaded at the first call.
+
+        Raises
+        ------
+        ValueError
+            If the loaded files are not the ones of ``fingerprint``.
+        """
         if self._encoder is None:
-            self._encoder = self._load()
+            encoder = self._load()
+            if encoder.fingerprint != self.fingerprint:
+                raise ValueError(
+                    f"The model files changed after they were checked: they now have fingerprint "
+                    f"{encoder.fingerprint[:12]}, not {self.fingerprint[:12]} as when this "
+                    "estimator was fitted; fit it again."
+                )
+            self._encoder = encoder
         return self._encoder
 
     def encode(self, *args: Any, **kwargs: Any) -> Any:

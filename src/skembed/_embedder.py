@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Mapping
 from enum import Enum
-from numbers import Integral
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,10 +14,11 @@ import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
+from ._constraints import PositiveCount
 from ._deferred import DeferredEncoder
 from ._device import resolve_devices, resolve_dtype
 from ._evaluation import spearman_score
@@ -197,11 +198,11 @@ default=None
         "similarity_fn_name": [str, Enum, None],
         "device": [str, torch.device, list, tuple, None],
         "dtype": [StrOptions(set(DTYPE_CHOICES))],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "max_batch_tokens": [Interval(Integral, 1, None, closed="left"), None],
-        "max_seq_length": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [PositiveCount(), None],
+        "max_batch_tokens": [PositiveCount(), None],
+        "max_seq_length": [PositiveCount(), None],
         "normalize_embeddings": ["boolean"],
-        "truncate_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "truncate_dim": [PositiveCount(), None],
         "prompt": [str, None],
         "prompt_name": [str, None],
         "prompts": [dict, None],
@@ -366,7 +367,10 @@ default=None
         self.prompts_ = {**dict.fromkeys(ROLES, ""), **spec.prompts, **given}
         if self.prompt is not None:
             return self.prompt
-        prompt_name = self.prompt_name or self.role or spec.default_prompt_name
+        # Tested against None, not truthiness: prompt_name="" names no prompt and is refused.
+        prompt_name = self.prompt_name
+        if prompt_name is None:
+            prompt_name = self.role or spec.default_prompt_name
         if prompt_name is not None and prompt_name not in self.prompts_:
             raise ValueError(
                 f"prompt_name={prompt_name!r} is not among the model's prompts "
@@ -438,15 +442,32 @@ default=None
                 )
             self.model_folder_ = str(folder)
             devices, dtype = self._placement()
+            # The loaded model is checked against the fingerprint again (the folder may be
+            # replaced before a text needs it) and only then kept.
             encoder = DeferredEncoder(
-                fingerprint, devices[0], dtype, self.n_features_out_, lambda: self._load(folder)
+                fingerprint,
+                devices[0],
+                dtype,
+                self.n_features_out_,
+                lambda: load_encoders(folder, devices, self.trust_remote_code, dtype),
             )
+            self._encoder = encoder
         return encoder
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_encoder", None)
         return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SentenceEmbedder:
+        # The copy's parameters and fitted state are its own; the loaded model, which no call
+        # changes, is shared rather than copied.
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        twin.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        if "_encoder" in self.__dict__:
+            twin._encoder = self._encoder
+        return twin
 
     def _store(self) -> DiskEmbeddingStore | None:
         return open_store(self.memory)

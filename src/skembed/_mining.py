@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import validate_data
 
+from ._constraints import PositiveCount
 from ._similarity import Metric, similarity
 from ._similarity_function import SimilarityFunction
 
@@ -27,7 +28,7 @@ def _block_rows(n_samples: int, max_block_bytes: int | None) -> int:
         raise ValueError(
             f"max_block_bytes={max_block_bytes} cannot hold one row of {n_samples} float32 scores."
         )
-    return max(1, budget // (4 * n_samples))
+    return max(1, budget // (4 * max(1, n_samples)))
 
 
 def _embeddings(X: Any) -> np.ndarray:
@@ -110,9 +111,9 @@ def paraphrase_mining(
     kept_pairs = np.empty((0, 2), dtype=np.int64)
     for start in range(0, n if k > 0 else 0, rows):
         block = np.array(similarity(E[start : start + rows], E, metric=metric))
-        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
-        scores, columns = _top_columns(block, k)
-        query = np.repeat(np.arange(start, start + block.shape[0]), k)
+        query = np.arange(start, start + block.shape[0])
+        scores, columns = _top_columns(block, k, query)
+        query = np.repeat(query, k)
         found = np.sort(np.stack([query, columns.ravel()], axis=1), axis=1)
         kept_scores, kept_pairs = _best_pairs(
             np.concatenate([kept_scores, scores.ravel()]),
@@ -122,10 +123,15 @@ def paraphrase_mining(
     return kept_scores, kept_pairs
 
 
-def _top_columns(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` best columns; of equal scores the lower column first."""
+def _top_columns(scores: np.ndarray, k: int, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` best columns other than its own; of equal scores the lower column first.
+
+    A row's own column is left out by position, not by score: among scores of -inf (a
+    distance that overflowed) a score could not tell it apart.
+    """
     # A stable sort on the negated scores orders equal scores by column.
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    order = order[order != own[:, None]].reshape(len(order), -1)[:, :k]
     return np.take_along_axis(scores, order, 1), order
 
 
@@ -189,6 +195,9 @@ def community_detection(
     [[2, 4, 3], [0, 1]]
     """
     E = _embeddings(X)
+    if not np.isfinite(E).all():
+        # As similarity() and paraphrase_mining: a NaN would silently match nothing.
+        raise ValueError("X holds NaN or infinity; community detection needs finite embeddings.")
     batch_size = operator.index(batch_size)
     min_community_size = operator.index(min_community_size)
     if batch_size < 1 or min_community_size < 1:
@@ -267,8 +276,8 @@ class CommunityClusterer(ClusterMixin, BaseEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         "threshold": [Interval(Real, None, None, closed="neither")],
-        "min_community_size": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "min_community_size": [PositiveCount()],
+        "batch_size": [PositiveCount()],
     }
 
     def __init__(

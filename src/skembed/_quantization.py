@@ -14,7 +14,7 @@ from sklearn.base import (
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._similarity import paired_similarity, semantic_search, similarity
+from ._similarity import checked_top_k, paired_similarity, semantic_search, similarity
 
 __all__ = ["EmbeddingQuantizer"]
 
@@ -318,6 +318,8 @@ class EmbeddingQuantizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             )
         coded = self.transform(raw) if is_float else raw
         n_corpus = np.asarray(corpus).shape[0]
+        # Checked here as well: with rescoring, the search below asks for more candidates.
+        top_k = checked_top_k(top_k, n_corpus)
         candidates = min(n_corpus, top_k * rescore_multiplier) if rescore else top_k
         if self.precision in _PACKED:
             dots, indices = semantic_search(

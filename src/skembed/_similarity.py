@@ -65,6 +65,9 @@ _TINY_SQUARES = 2.0**-100
 # Row norms outside [2**-50, 2**50] are recomputed from rows scaled to a maximum
 # absolute value of 1, as are zero rows: their squares can underflow or overflow.
 _NORM_RANGE = (2.0**-50, 2.0**50)
+# The least norm cosine divides by, as the reference's (torch's) normalize: a row of smaller
+# norm is divided by this instead.
+_NORMALIZE_EPS = 1e-12
 
 # Manhattan tiles: rows of y per tile, and a bound on the tile's (x rows, y rows, d)
 # differences that keeps them in a core's cache.
@@ -214,6 +217,14 @@ def paired_similarity(X: Any, Y: Any, metric: Metric = "cosine") -> Any:
     return pair.wrap(out)
 
 
+def checked_top_k(top_k: Any, n_corpus: int) -> int:
+    """``top_k`` as an int, refused unless it is between 1 and ``n_corpus``."""
+    top_k = operator.index(top_k)
+    if not 1 <= top_k <= n_corpus:
+        raise ValueError(f"top_k={top_k} must be between 1 and the {n_corpus} corpus rows.")
+    return top_k
+
+
 def semantic_search(
     queries: Any,
     corpus: Any,
@@ -276,9 +287,7 @@ def semantic_search(
     assert ops is not None  # a SimilarityFunction always has a table entry
     pair = _check_pair(queries, corpus, ("queries", "corpus"), sparse="refuse")
     q, c = pair.x, pair.y
-    top_k = operator.index(top_k)
-    if not 1 <= top_k <= c.shape[0]:
-        raise ValueError(f"top_k={top_k} must be between 1 and the {c.shape[0]} corpus rows.")
+    top_k = checked_top_k(top_k, c.shape[0])
     budget = _block_bytes(max_block_bytes) // pair.dtype.itemsize
     if budget < top_k:
         raise ValueError(
@@ -686,29 +695,51 @@ def _row_norms(v: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_rows(v: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit L2 norm; zero rows stay zero, so they score 0 under cosine."""
+    """Rows divided by their L2 norm clamped at 1e-12: the reference's normalisation.
+
+    A zero row stays zero (it scores 0 under cosine); a row of norm below 1e-12 is divided
+    by 1e-12, not scaled up to unit length, as torch's ``normalize`` does.
+    """
     norms = torch.linalg.vector_norm(v, dim=1, keepdim=True)
-    unit = v / norms
+    unit = v / norms.clamp_min(_NORMALIZE_EPS)
     odd = _odd_rows(norms[:, 0])
     if odd.any():
-        # Normalised in the scaled space: a norm of subnormal values has too few bits.
-        scaled, _ = _peak_scaled(v[odd])
-        unit[odd] = scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(1.0)
+        # The plain norm of these rows may have overflowed or underflowed: compare the norm,
+        # peak * |scaled|, with the clamp without forming it.
+        scaled, peak = _peak_scaled(v[odd])
+        scaled_norms = torch.linalg.vector_norm(scaled, dim=1, keepdim=True)
+        unit[odd] = torch.where(
+            scaled_norms * peak >= _NORMALIZE_EPS,
+            scaled / scaled_norms.clamp_min(1.0),
+            v[odd] / _NORMALIZE_EPS,
+        )
     return unit
 
 
 def _unit_rows_scipy(a: Any) -> Any:
     """:func:`_unit_rows` for float64 scipy sparse or numpy rows."""
-    from sklearn.preprocessing import normalize
-
     if sp.issparse(a):
         a = sp.csr_array(a, copy=True)
-        peak = abs(a).max(axis=1).toarray().reshape(-1)
-        a.data /= np.repeat(np.where(peak > 0, peak, 1.0), np.diff(a.indptr))
+        values, peak = a.data, abs(a).max(axis=1).toarray().reshape(-1)
+        rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+        squared_norms = lambda v: np.bincount(rows, weights=v * v, minlength=a.shape[0])  # noqa: E731
     else:
-        peak = np.abs(a).max(axis=1, keepdims=True)
-        a = a / np.where(peak > 0, peak, 1.0)
-    return normalize(a)
+        values, peak = a, np.abs(a).max(axis=1)
+        rows = np.arange(a.shape[0])[:, None]
+        squared_norms = lambda v: (v * v).sum(axis=1)  # noqa: E731
+    # Scaled to a peak of 1 first, so that no square overflows or underflows.
+    scaled = values / np.where(peak > 0, peak, 1.0)[rows]
+    scaled_norms = np.sqrt(squared_norms(scaled))
+    # Overflows happen only in the branch of np.where that is not taken.
+    with np.errstate(over="ignore"):
+        large = scaled_norms * peak >= _NORMALIZE_EPS
+        unit = np.where(
+            large[rows], scaled / np.where(large, scaled_norms, 1.0)[rows], values / _NORMALIZE_EPS
+        )
+    if sp.issparse(a):
+        a.data = unit
+        return a
+    return unit
 
 
 # --- top-k ---------------------------------------------------------------------------------

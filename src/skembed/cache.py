@@ -17,15 +17,19 @@ fingerprint, device type, precision and every setting that changes an embedding:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import math
 import os
 import re
+import secrets
+import socket
 import sqlite3
 import sys
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -362,8 +366,34 @@ _UNCHECKED_TABLE = (
 )
 # SQLite caps the number of bound parameters of one statement; look up in slices.
 _LOOKUP_SLICE = 500
+# Claims: a process about to encode texts that the store lacks records them here, so that
+# the others wait for its rows instead of encoding the same texts (GridSearchCV(n_jobs>1)
+# workers). Created at first claim; a store without it is read and written as before.
+_CLAIMS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS claims (namespace TEXT NOT NULL, text_sha256 BLOB NOT NULL, "
+    "owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, expires REAL NOT NULL, "
+    "PRIMARY KEY (namespace, text_sha256))"
+)
+# A claim lapses this many seconds after its owner last renewed it; owners renew it every
+# quarter of that from a background thread while they encode, so only a process that died or
+# stopped (or a clock jump) lets a claim lapse.
+CLAIM_LEASE_SECONDS = 30.0
+_HOST = socket.gethostname()
 _WARNED_STORES: set[str] = set()
 _WARNED_LOCK = threading.Lock()
+
+
+@functools.cache
+def _empty_store_bytes() -> int:
+    """Bytes in use in a store with no row: its tables and indexes, as this SQLite lays them out.
+
+    The claims table counts: a store that processes share holds it from the first claim on.
+    """
+    with closing(sqlite3.connect(":memory:")) as connection:
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        connection.execute(_TABLE)
+        connection.execute(_CLAIMS_TABLE)
+        return DiskEmbeddingStore._used_bytes(connection)
 
 
 def _checksum(namespace: str, digest: bytes, truncated: int, vector: bytes) -> bytes:
@@ -393,6 +423,29 @@ def _trusted_vector(
     return array if np.isfinite(array).all() else None
 
 
+def _claimant_alive(host: str, pid: int) -> bool:
+    """Whether the process holding a claim may still be running.
+
+    Only a process of this host can be seen gone (or a zombie, killed and not
+    yet reaped); elsewhere, and on Windows (where signal 0 would end the
+    process), the claim's lease alone tells.
+    """
+    if host != _HOST or sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The state follows the parenthesised command name, which may hold spaces.
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 @contextmanager
 def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     # IMMEDIATE takes the write lock first, so what is read inside is what gets replaced.
@@ -410,7 +463,10 @@ class DiskEmbeddingStore:
 
     Every row carries a checksum of its key, flag and vector. A row that
     fails it, has the wrong size for the model, or holds a non-finite value
-    is never served: it is encoded again and overwritten.
+    is never served: it is encoded again and overwritten. The checksum
+    catches damage, not forgery: it has no secret, so whoever can write the
+    file can write rows that pass it. The store is as trusted as its folder;
+    share it only with those you would let choose your embeddings.
 
     Nothing is read or written at construction: the folder and file are
     created at first use. A store that cannot be written (a read-only file or
@@ -426,7 +482,9 @@ class DiskEmbeddingStore:
     max_bytes : int, optional
         Bound on the bytes the rows take in the file. After a write that
         passes it, the oldest written rows are deleted until it holds again.
-        ``None`` (the default) keeps every row.
+        ``None`` (the default) keeps every row. A bound below what an empty
+        store takes (a few pages of SQLite, 24 KiB here) could keep no row and
+        is refused.
 
     Attributes
     ----------
@@ -458,6 +516,12 @@ class DiskEmbeddingStore:
             isinstance(max_bytes, bool) or not isinstance(max_bytes, Integral) or max_bytes < 0
         ):
             raise ValueError(f"max_bytes must be an integer >= 0 or None, got {max_bytes!r}.")
+        if max_bytes is not None and max_bytes < _empty_store_bytes():
+            raise ValueError(
+                f"max_bytes={max_bytes} is below the {_empty_store_bytes():,} bytes an empty "
+                "store takes, so no embedding could ever be kept; give at least that, or "
+                "max_bytes=None for no bound."
+            )
         self.directory = Path(folder)
         self.path = self.directory / self.FILENAME
         self.max_bytes = None if max_bytes is None else int(max_bytes)
@@ -619,12 +683,16 @@ class DiskEmbeddingStore:
         return hashlib.sha256(text.encode("utf-8")).digest()
 
     def _rows(
-        self, connection: sqlite3.Connection, namespace: str, digests: list[bytes]
-    ) -> Iterator[tuple[bytes, Any, Any, Any]]:
+        self,
+        connection: sqlite3.Connection,
+        namespace: str,
+        digests: list[bytes],
+        select: str = "text_sha256, truncated, vector, checksum FROM embeddings",
+    ) -> Iterator[tuple[Any, ...]]:
         for start in range(0, len(digests), _LOOKUP_SLICE):
             part = digests[start : start + _LOOKUP_SLICE]
             yield from connection.execute(
-                "SELECT text_sha256, truncated, vector, checksum FROM embeddings "
+                f"SELECT {select} "
                 f"WHERE namespace = ? AND text_sha256 IN ({','.join('?' * len(part))})",
                 [namespace, *part],
             )
@@ -721,6 +789,94 @@ class DiskEmbeddingStore:
         except (sqlite3.OperationalError, OSError) as error:
             self._warn_once(error)
 
+    def claim(
+        self, namespace: str, texts: Sequence[str], owner: str, dimension: int | None = None
+    ) -> tuple[dict[str, tuple[np.ndarray, bool]], list[str]] | None:
+        """Claim, for ``owner`` to encode, the texts nobody has stored or is encoding.
+
+        One write transaction reads the texts' rows and claims and records the
+        new claims, so two live owners never hold the same text at once. A
+        claim held by another owner is honoured while it is live: renewed
+        within :data:`CLAIM_LEASE_SECONDS` and, on this host, its process
+        still running.
+
+        Parameters
+        ----------
+        namespace : str
+            The model and settings the vectors belong to.
+        texts : sequence of str
+            Distinct texts the caller needs.
+        owner : str
+            Who claims: unique per call of the caller, so that threads of one
+            process tell their claims apart.
+        dimension : int, optional
+            The embedding size; a row of another size counts as missing.
+
+        Returns
+        -------
+        tuple of (dict, list of str) or None
+            The trusted rows stored now (``text -> (vector, truncated)``) and
+            the texts claimed for ``owner``; any other text is claimed by a
+            live owner. ``None`` when the store cannot be written: nothing is
+            claimed (warned once per store and process).
+        """
+        by_digest = {self._digest(text): text for text in texts}
+        found: dict[str, tuple[np.ndarray, bool]] = {}
+        now = time.time()
+        try:
+            with self._errors(), closing(self._open()) as connection:
+                with _transaction(connection):
+                    connection.execute(_CLAIMS_TABLE)
+                    for digest, cut, vector, checksum in self._rows(
+                        connection, namespace, list(by_digest)
+                    ):
+                        row = _trusted_vector(namespace, digest, cut, vector, checksum, dimension)
+                        if row is not None:
+                            found[by_digest.pop(digest)] = (row, bool(cut))
+                    held = {
+                        digest
+                        for digest, holder, host, pid, expires in self._rows(
+                            connection,
+                            namespace,
+                            list(by_digest),
+                            "text_sha256, owner, host, pid, expires FROM claims",
+                        )
+                        if holder != owner and expires > now and _claimant_alive(host, pid)
+                    }
+                    free = [digest for digest in by_digest if digest not in held]
+                    lease = (owner, _HOST, os.getpid(), now + CLAIM_LEASE_SECONDS)
+                    connection.executemany(
+                        "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+                        [(namespace, digest, *lease) for digest in free],
+                    )
+        except (sqlite3.OperationalError, OSError) as error:
+            self._warn_once(error)
+            return None
+        return found, [by_digest[digest] for digest in free]
+
+    def renew(self, owner: str) -> None:
+        """Extend every claim of ``owner`` by :data:`CLAIM_LEASE_SECONDS` from now."""
+        self._write_claims(
+            "UPDATE claims SET expires = ? WHERE owner = ?",
+            (time.time() + CLAIM_LEASE_SECONDS, owner),
+        )
+
+    def release(self, owner: str) -> None:
+        """Drop every claim of ``owner``, and every claim that has lapsed."""
+        self._write_claims(
+            "DELETE FROM claims WHERE owner = ? OR expires <= ?", (owner, time.time())
+        )
+
+    def _write_claims(self, statement: str, parameters: tuple[Any, ...]) -> None:
+        # A failure here costs others time only: a claim left behind lapses by itself.
+        try:
+            with self._errors(), closing(self._open()) as connection:
+                with _transaction(connection):
+                    connection.execute(_CLAIMS_TABLE)
+                    connection.execute(statement, parameters)
+        except (sqlite3.OperationalError, OSError) as error:
+            self._warn_once(error)
+
     @staticmethod
     def _used_bytes(connection: sqlite3.Connection) -> int:
         pages = connection.execute("PRAGMA page_count").fetchone()[0]
@@ -759,6 +915,8 @@ class DiskEmbeddingStore:
         OSError
             If the store cannot be written.
         """
+        if not self.path.exists():
+            return  # nothing to clear; the folder is not created for it
         try:
             with self._errors(), closing(self._open()) as connection:
                 with _transaction(connection):
@@ -770,6 +928,8 @@ class DiskEmbeddingStore:
             ) from error
 
     def _measure(self, measure: Callable[[sqlite3.Connection], int]) -> int:
+        if not self.path.exists():
+            return 0  # nothing stored; a question about the store does not create it
         try:
             with self._reading() as connection:
                 return 0 if connection is None else measure(connection)
@@ -989,13 +1149,14 @@ def _encode_unique(
             bar.update(int(repeats[pending[rows]].sum()))
 
     result = None
-    if missing:
+    if missing and store is not None:
+        result = _encode_shared(
+            encoder, namespace, missing, settings, store, progress=progress, run_options=run_options
+        )
+    elif missing:
         result = encoder.encode(missing, settings, progress=progress, **run_options)
-    if result is not None:
-        if cache is not None:
-            cache.put(namespace, missing, result.embeddings, result.truncated)
-        if store is not None:
-            store.put(namespace, missing, result.embeddings, result.truncated)
+    if result is not None and cache is not None:
+        cache.put(namespace, missing, result.embeddings, result.truncated)
     if result is not None and len(missing) == len(unique):
         # Nothing came from the store: the encoder's output is already in order. If the cache
         # kept it as its block (it made it read-only), the caller gets its own copy, made by
@@ -1014,3 +1175,101 @@ def _encode_unique(
     if inverse is not None:
         embeddings, truncated = embeddings[inverse], truncated[inverse]
     return CachedEncoding(embeddings, truncated)
+
+
+# How long a process waiting for texts that another one is encoding sleeps between two looks
+# at the store: short at first (a few texts), longer for a long wait.
+_FIRST_POLL_SECONDS = 0.02
+_LAST_POLL_SECONDS = 0.5
+
+
+def _encode_shared(
+    encoder: Encoder,
+    namespace: str,
+    texts: list[str],
+    settings: EncodeSettings,
+    store: DiskEmbeddingStore,
+    *,
+    progress: Callable[[np.ndarray], None] | None,
+    run_options: dict[str, Any],
+) -> CachedEncoding:
+    """Embeddings of distinct ``texts`` that ``store`` lacks, shared with other processes.
+
+    Claims the texts nobody has stored or is encoding, encodes them and writes
+    them to the store, then waits for the texts that live claims of other
+    processes cover, reading them from the store as they arrive. A claim whose
+    process died (seen on this host) or stopped renewing it (on any host) is
+    taken over and its texts encoded here.
+
+    The guarantee: while every process that claims a text lives, renews its
+    claim and can write the store, each text is encoded by one process in
+    all. A text is encoded once more for each claimant that dies or stalls
+    past the lease before its rows are written, and for each time its row is
+    evicted (``max_bytes``) before a waiting process reads it. A store that
+    cannot be written coordinates nothing: every process encodes what it needs.
+    """
+    embeddings = np.empty((len(texts), encoder.embedding_dimension), dtype=np.float32)
+    truncated = np.zeros(len(texts), dtype=bool)
+    position = {text: i for i, text in enumerate(texts)}
+    # Unique per call: threads of one process wait for each other's claims like processes do.
+    owner = f"{_HOST}:{os.getpid()}:{secrets.token_hex(8)}"
+    waiting, pause = texts, _FIRST_POLL_SECONDS
+    while True:
+        claimed = store.claim(namespace, waiting, owner, encoder.embedding_dimension)
+        found, mine = ({}, waiting) if claimed is None else claimed
+        if found:
+            rows = np.fromiter(map(position.__getitem__, found), dtype=np.int64, count=len(found))
+            embeddings[rows] = np.stack([vector for vector, _ in found.values()])
+            truncated[rows] = [cut for _, cut in found.values()]
+            if progress is not None:
+                progress(rows)
+        if mine:
+            rows = np.fromiter(map(position.__getitem__, mine), dtype=np.int64, count=len(mine))
+            with _lease(store, owner, claimed is not None):
+                result = encoder.encode(
+                    mine, settings, progress=_rows_progress(progress, rows), **run_options
+                )
+                store.put(namespace, mine, result.embeddings, result.truncated)
+            embeddings[rows], truncated[rows] = result.embeddings, result.truncated
+        if len(found) + len(mine) == len(waiting):
+            return CachedEncoding(embeddings, truncated)
+        done = set(found).union(mine)
+        waiting = [text for text in waiting if text not in done]
+        time.sleep(pause)
+        pause = min(2 * pause, _LAST_POLL_SECONDS)
+
+
+def _rows_progress(
+    progress: Callable[[np.ndarray], None] | None, rows: np.ndarray
+) -> Callable[[np.ndarray], None] | None:
+    """``progress`` of positions in a subset, told as the subset's ``rows`` of the whole."""
+    if progress is None:
+        return None
+    return lambda done: progress(rows[done])
+
+
+@contextmanager
+def _lease(store: DiskEmbeddingStore, owner: str, claimed: bool) -> Iterator[None]:
+    """Keep ``owner``'s claims live while the body runs; drop them after it, however it ends.
+
+    Dropped after the rows are written, so a waiting process finds either the
+    claim or the row; dropped on an error too, so that others take the texts
+    over at once instead of after the lease.
+    """
+    if not claimed:
+        yield
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(CLAIM_LEASE_SECONDS / 4):
+            store.renew(owner)
+
+    thread = threading.Thread(target=renew, name="skembed-claim-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        store.release(owner)

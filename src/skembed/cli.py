@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -239,12 +241,40 @@ def _importable(name: str) -> bool:
     return True
 
 
+def _partial_name(target: Path, pid: int) -> str:
+    # The host is part of the name: on a shared file system a process id means nothing
+    # elsewhere, so only this machine's leftovers are ever judged dead.
+    return f".{target.name}.{socket.gethostname()}.{pid}.partial"
+
+
+def _remove_dead_partials(target: Path) -> None:
+    """Delete the partial files of ``target`` whose writer on this machine no longer runs."""
+    if os.name != "posix":  # os.kill(pid, 0) probes a process only on POSIX
+        return
+    prefix, suffix = _partial_name(target, 0).rsplit(".0.", 1)
+    for leftover in target.parent.glob(f"{glob.escape(prefix)}.*.{suffix}"):
+        pid = leftover.name[len(prefix) + 1 : -len(suffix) - 1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive, but another user's
+
+
 def _write(
     output: Path, embeddings: np.ndarray, columns: list[str], id_name: str, ids: Any
 ) -> None:
-    """Write the output file whole or not at all: a failed write leaves no partial file."""
+    """Write the output file whole or not at all: a failed write leaves no partial file.
+
+    A writer killed outright (SIGKILL) cannot clean up: the next write of the same output
+    on the same machine deletes what such writers left.
+    """
     target = output.resolve()  # write through a symlink, as opening the path would
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    _remove_dead_partials(target)
+    partial = target.with_name(_partial_name(target, os.getpid()))
     suffix = output.suffix.lower()
     try:
         if suffix == ".npy":

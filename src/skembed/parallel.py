@@ -12,6 +12,7 @@ See the "Scaling out" page of the documentation for the recipes.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,10 +34,13 @@ class BatchEmbedder:
     Parameters
     ----------
     embedder : SentenceEmbedder
-        A fitted embedder. It travels to the workers as its parameters and the
-        fingerprint of its model files; each worker finds the model folder
-        again (the same path, or the same model name in its own cache) and
-        refuses files whose fingerprint differs.
+        A fitted embedder, copied as it is now: a later ``set_params`` or
+        ``fit`` of it does not change what this callable computes (a lazy Dask
+        result computes what ``transform`` meant when it was called). It
+        travels to the workers as its parameters and the fingerprint of its
+        model files; each worker finds the model folder again (the same path,
+        or the same model name in its own cache) and refuses files whose
+        fingerprint differs.
     column : str, default=None
         The text column of a batch that has several (a Ray batch carries
         every column of the dataset). ``None``: the batch is one column of
@@ -71,7 +75,7 @@ class BatchEmbedder:
             raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}.")
         if column is not None and not isinstance(column, str):
             raise TypeError(f"column must be a str or None, got {column!r}.")
-        self.embedder = embedder
+        self.embedder = copy.deepcopy(embedder)
         self.column = column
         self.output = output
 

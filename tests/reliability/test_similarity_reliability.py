@@ -62,11 +62,13 @@ def _exact_dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
-    # Scaled by the row's max first, so that no square overflows or underflows.
+    # The reference's normalisation, a / max(|a|, 1e-12), exactly: the norm from rows scaled by
+    # their max, so that no square overflows or underflows.
     peak = np.abs(a).max(axis=1, keepdims=True)
-    a = a / np.where(peak > 0, peak, 1.0)
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.where(norms > 0, norms, 1.0)
+    scaled = a / np.where(peak > 0, peak, 1.0)
+    norms = peak * np.linalg.norm(scaled, axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        return np.where(norms >= 1e-12, scaled / np.where(norms > 0, norms / peak, 1.0), a / 1e-12)
 
 
 def _norms(a: np.ndarray, order: int) -> np.ndarray:

@@ -400,9 +400,9 @@ def test_store_validates_its_arguments_and_round_trips(tmp_path):
         DiskEmbeddingStore(tmp_path, max_bytes=-1)
     with pytest.raises(TypeError, match="str or path-like, got 5"):
         DiskEmbeddingStore(5)
-    store = pickle.loads(pickle.dumps(DiskEmbeddingStore(tmp_path, max_bytes=10)))
-    assert (store.path, store.max_bytes) == (tmp_path / DiskEmbeddingStore.FILENAME, 10)
-    assert repr(store) == f"DiskEmbeddingStore({str(tmp_path)!r}, max_bytes=10)"
+    store = pickle.loads(pickle.dumps(DiskEmbeddingStore(tmp_path, max_bytes=1 << 20)))
+    assert (store.path, store.max_bytes) == (tmp_path / DiskEmbeddingStore.FILENAME, 1 << 20)
+    assert repr(store) == f"DiskEmbeddingStore({str(tmp_path)!r}, max_bytes=1048576)"
     assert not store.path.exists()  # nothing touches the disk before the first use
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from ._folder import (
     PoolingSpec,
     WeightedLayerPoolingSpec,
     check_model_config,
+    named_module_folders,
     read_folder,
     write_folder_configs,
 )
@@ -207,19 +209,37 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _model_files(folder: Path) -> list[tuple[str, Path]]:
-    """The files a model folder can load from, by relative name, hidden entries left out.
+    """Every file a model folder can load from, by relative name.
 
-    File links are followed (the Hugging Face cache links every file to a blob); linked
-    folders are not, since :func:`read_folder` refuses modules outside the folder.
+    Hidden entries (``.git``, ``.cache``) are left out, except the module folders that
+    ``modules.json`` or a Router's config names: the loader opens those whatever their
+    names. Links are followed: file links anywhere (the Hugging Face cache links every
+    file to a blob), folder links that stay inside the model folder (:func:`read_folder`
+    refuses modules outside it, so nothing is loaded from beyond).
     """
-    files = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            path = Path(root, name)
-            if not name.startswith(".") and path.is_file():
-                files.append((path.relative_to(folder).as_posix(), path))
-    return files
+    root = folder.resolve()
+    files: dict[str, Path] = {}
+    seen: set[Path] = set()
+
+    def walk(start: Path) -> None:
+        for dirpath, dirs, names in os.walk(start, followlinks=True):
+            here = Path(dirpath)
+            target = here.resolve()
+            if target in seen or (target != root and root not in target.parents):
+                dirs[:] = []  # a loop of links, a folder seen under another name, or outside
+                continue
+            seen.add(target)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                path = here / name
+                if not name.startswith(".") and path.is_file():
+                    files.setdefault(path.relative_to(folder).as_posix(), path)
+
+    walk(folder)
+    for module_folder in named_module_folders(folder):
+        if module_folder.is_dir():
+            walk(module_folder)
+    return sorted(files.items())
 
 
 def _file_stats(files: list[tuple[str, Path]]) -> tuple:
@@ -488,16 +508,20 @@ class Encoder:
 
         source = self.spec.transformer_path
         config = AutoConfig.from_pretrained(source, trust_remote_code=self._trust_remote_code)
+        # Sizes the file leaves out are built at the class's defaults: check those too.
+        check_model_config(source, config.to_dict())
         model_class = _model_class(config, source)
         # Loaded in float32, then cast: the weights on disk may be in any precision.
         with _quiet_transformers():
-            model = model_class.from_pretrained(
+            model, loading = model_class.from_pretrained(
                 source,
                 config=config,
                 trust_remote_code=self._trust_remote_code,
                 dtype=torch.float32,
                 use_safetensors=(source / "model.safetensors").is_file() or None,
+                output_loading_info=True,
             )
+        _check_complete(model, loading, source)
         return model.to(device=device, dtype=dtype).eval()
 
     def _output_dimension(self) -> int:
@@ -942,6 +966,28 @@ class Encoder:
                 {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
                 folders[position + 1] / "model.safetensors",
             )
+
+
+def _check_complete(model: torch.nn.Module, loading: dict[str, Any], source: Path) -> None:
+    """Refuse a transformer whose weights files leave parameters to random initialisation.
+
+    Such a model gives different vectors in every process under one fingerprint. Weights
+    the model does not use (the heads of a pretraining checkpoint) are ignored, as the
+    reference does; so is a missing pooler, whose output no embedding reads.
+    """
+    pooler = getattr(model, "pooler", None)
+    unread = {f"pooler.{name}" for name, _ in pooler.named_parameters()} if pooler else set()
+    missing = sorted(set(loading.get("missing_keys", ())) - unread)
+    mismatched = sorted(str(key) for key in loading.get("mismatched_keys", ()))
+    if missing or mismatched:
+        shown = missing[:8] + mismatched[:8]
+        raise ValueError(
+            f"The weights in {source} do not cover the model its config.json describes "
+            f"(model_type {model.config.model_type!r}): {len(missing)} parameters missing, "
+            f"{len(mismatched)} of another shape ({', '.join(shown)}"
+            f"{', ...' if len(missing) + len(mismatched) > len(shown) else ''}); they would "
+            "be initialised at random. Fix config.json or the weights."
+        )
 
 
 # Encoder-decoder configs whose encoder runs alone, by model type: the class that loads it.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "StaticEmbeddingSpec",
     "WeightedLayerPoolingSpec",
     "check_model_config",
+    "named_module_folders",
     "read_folder",
     "write_folder_configs",
 ]
@@ -510,6 +512,49 @@ def _read_modules(path: Path, modules_path: Path) -> FolderSpec:
     return _read_pipeline(ordered, modules_path)
 
 
+def named_module_folders(path: Path) -> list[Path]:
+    """The module folders that ``modules.json`` and Router configs name, whatever their names.
+
+    For the fingerprint, which must cover every file the loader opens: a module folder may
+    be hidden (``".2_Dense"``). Entries are not checked here (:func:`read_folder` refuses
+    malformed ones before anything loads); those that cannot be read are skipped.
+    """
+    named: list[Path] = []
+
+    def add(root: Path, config_names: tuple[str, ...], key: str, depth: int) -> None:
+        for name in config_names:
+            config_path = root / name
+            if config_path.is_file():
+                break
+        else:
+            return
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return
+        if key == "modules":
+            entries = [
+                (e.get("path"), e.get("type"))
+                for e in (config if isinstance(config, list) else [])
+                if isinstance(e, dict)
+            ]
+        else:
+            types = config.get("types") if isinstance(config, dict) else None
+            entries = list(types.items()) if isinstance(types, dict) else []
+        for relative, type_name in entries:
+            if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+                continue
+            folder = root / relative
+            named.append(folder)
+            kind = _module_kind(type_name) if isinstance(type_name, str) else ""
+            # A Router inside a Router is refused on reading: one level of routes is enough.
+            if kind in ("Router", "Asym") and depth == 0:
+                add(folder, ("router_config.json", "config.json"), "types", depth + 1)
+
+    add(path, ("modules.json",), "modules", 0)
+    return named
+
+
 def read_folder(path: Path) -> FolderSpec:
     """Read the model folder at ``path``.
 
@@ -563,19 +608,25 @@ _MIN_BYTES_PER_PARAMETER = 0.5
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
 
-def check_model_config(folder: Path) -> None:
+def check_model_config(folder: Path, built: Mapping[str, Any] | None = None) -> None:
     """Refuse a transformer config whose sizes the weights on disk cannot back.
 
-    Every size field must be an integer from 1 to :data:`MAX_CONFIG_SIZE`, and
-    the parameter count the config implies (layers, hidden and intermediate
-    sizes, vocabulary and positions) must fit in the weight files: a config
-    that declares a million layers is refused here instead of hanging while
-    the model is built.
+    Every size field of ``config.json`` must be an integer from 1 to
+    :data:`MAX_CONFIG_SIZE`, and the parameter count the config implies
+    (layers, hidden and intermediate sizes, vocabulary and positions) must fit
+    in the weight files: a config that declares a million layers is refused
+    here instead of hanging while the model is built.
 
     Parameters
     ----------
     folder : Path
         The transformer's folder (holding ``config.json`` and the weights).
+    built : mapping, default=None
+        The configuration transformers builds from the file, its class's
+        defaults filled in (``PretrainedConfig.to_dict()``). A size the file
+        leaves out is read there: left out, ``hidden_size`` is not 0 but
+        the class's default. ``None``: the file alone is checked, before
+        transformers reads it.
 
     Raises
     ------
@@ -586,26 +637,34 @@ def check_model_config(folder: Path) -> None:
     if not path.is_file():
         return
     config = _read_json(path)
-    sizes = {}
+    sizes: dict[str, int] = {}
+    defaults: list[str] = []
     for names in (_LAYERS, _HIDDEN, _INTERMEDIATE, _VOCABULARY, _POSITIONS):
         present = [name for name in names if config.get(name) is not None]
         for name in present:
             _size_field(config, path, name)
-        sizes[names] = config[present[0]] if present else 0
-    hidden = sizes[_HIDDEN]
+        if present:
+            sizes[present[0]] = config[present[0]]
+            continue
+        filled = [n for n in names if isinstance((built or {}).get(n), int)]
+        sizes[filled[0] if filled else names[0]] = built[filled[0]] if filled else 0
+        defaults += filled[:1]
+    layers, hidden, intermediate, vocabulary, positions = sizes.values()
     parameters = (
-        sizes[_LAYERS] * (4 * hidden * hidden + 2 * hidden * sizes[_INTERMEDIATE])
-        + (sizes[_VOCABULARY] + sizes[_POSITIONS]) * hidden
+        layers * (4 * hidden * hidden + 2 * hidden * intermediate)
+        + (vocabulary + positions) * hidden
     )
     weight_bytes = sum(
         p.stat().st_size for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()
     )
     if weight_bytes and parameters * _MIN_BYTES_PER_PARAMETER > weight_bytes:
-        fields = {names[0]: size for names, size in sizes.items()}
+        filled_note = (
+            f" ({', '.join(defaults)}: not in the file, transformers' default)" if defaults else ""
+        )
         raise ValueError(
-            f"{path}: the sizes {fields} describe about {parameters:,} parameters, but the "
-            f"weight files in {folder} hold only {weight_bytes:,} bytes; the config does not "
-            "match its weights."
+            f"{path}: the sizes {sizes}{filled_note} describe about {parameters:,} parameters, "
+            f"but the weight files in {folder} hold only {weight_bytes:,} bytes; the config "
+            "does not match its weights."
         )
 
 

@@ -149,16 +149,15 @@ def test_recipes_example_prints_the_best_metric_and_its_accuracy(
 
 
 def test_ci_runs_the_readme_developer_block():
-    # CI reaches no PyTorch index: there pip's configured local wheel of the same CPU build
-    # stands in for the README's --index-url (tests/test_fresh_install.py runs the user block).
+    # Line for line, the torch index included (tests/test_fresh_install.py runs the user block).
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     commands = [
-        line.replace(" --index-url https://download.pytorch.org/whl/cpu", "")
+        line
         for line in _block("install-dev").splitlines()
         if not line.startswith(("python3 -m venv", ". .venv"))
     ]
     assert commands == [
-        "pip install torch==2.13.0",
+        "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu",
         'pip install -e ".[dev]"',
         'pytest -m "not slow"',
     ]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from skembed import SentenceEmbedder
 
@@ -42,3 +43,33 @@ def test_gpu_model_packing_round_trip(tiny_model, tmp_path, load_benchmark):
     np.testing.assert_allclose(unpacked, original, atol=1e-2)  # float16 storage rounds weights
     random = SentenceEmbedder(gpu.unpack(packed, True), device="cpu").fit().transform(texts)
     assert random.shape == original.shape
+
+
+@pytest.mark.slow
+def test_grid_search_benchmark_counts_the_encodings_of_every_process(tiny_model):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "grid_search_cache.py"),
+            "--repeats",
+            "1",
+            "--n-jobs",
+            "2",
+            "--model",
+            str(tiny_model),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    # 1,443 unique sentences, each encoded once by one process or another, with n_jobs=1 and 2.
+    assert "unique sentences: 1443" in result.stdout
+    for n_jobs in (1, 2):
+        assert (
+            f"n_jobs={n_jobs}: median " in result.stdout
+            and result.stdout.split(f"n_jobs={n_jobs}: median ")[1].splitlines()[0].endswith(
+                "encodings per unique sentence 1.000"
+            )
+        ), result.stdout

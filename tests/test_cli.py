@@ -83,6 +83,27 @@ def test_encode_formats(capsys, tiny_model, tmp_path):
             np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_encode_names_columns_as_the_estimator_does(capsys, tiny_model, tmp_path, suffix):
+    texts = ["a cat", "a dog"]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    read = pd.read_csv if suffix == ".csv" else pd.read_parquet
+    embedder = SentenceEmbedder(tiny_model).set_output(transform="pandas")
+    # The same input the estimator sees: the table's text column, and a list for a .txt.
+    for source, extra, estimator_input in (
+        ("in.csv", ["--column", "text"], pd.DataFrame({"text": texts})),
+        ("in.txt", [], texts),
+    ):
+        out = tmp_path / f"{source}{suffix}"
+        argv = [str(tmp_path / source), "-o", str(out), "--model", str(tiny_model), *extra]
+        code, _, err = run(capsys, "encode", *argv)
+        assert code == 0, err
+        expected = list(embedder.fit_transform(estimator_input).columns)
+        assert expected[0] == ("text_0" if extra else "sentenceembedder0")
+        assert list(read(out).columns) == ["row", *expected]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

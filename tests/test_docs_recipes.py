@@ -44,7 +44,13 @@ def test_ray_recipe(tmp_path):
 
 
 def test_spark_recipe(tmp_path):
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None:
-        pytest.skip("Spark needs a Java runtime")
-    assert _run("spark_udf.py", tmp_path).splitlines()[-1] == "3 384"
+    # Both routes (predict_batch_udf, mapInPandas) on local[2], 3,000 STSb sentences: equal to
+    # an in-process transform, one model load per Python worker (the recipe asserts both).
+    # CI installs pyspark and Java (.ci/run), so a missing one is a failure there.
+    if os.environ.get("CI") != "true":
+        pytest.importorskip("pyspark")
+        if shutil.which("java") is None:
+            pytest.skip("Spark needs a Java runtime")
+    assert _run("spark_udf.py", tmp_path).splitlines()[-1] == (
+        "(3000, 384) (3000, 384) most model loads in one Python worker: 1"
+    )

@@ -230,6 +230,20 @@ def test_resolve_unknown_name_says_what_was_tried(monkeypatch, tmp_path):
     assert "local folder" in message and "cache" in message and "HF_HUB_OFFLINE" in message
 
 
+def test_resolve_shows_each_hub_message_whole(monkeypatch, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = "nobody/no-such-model"
+    with pytest.raises(Exception) as hub:  # what the Hugging Face client itself says
+        snapshot_download(name, cache_dir=tmp_path, local_files_only=True)
+    with pytest.raises(OSError) as info:
+        resolve_model_folder(name, cache_folder=tmp_path)
+    said = " ".join(str(hub.value).split())
+    assert len(said) > 200  # long enough to have been cut before
+    assert f"{type(hub.value).__name__}: {said}" in " ".join(str(info.value).split())
+
+
 def test_resolve_bundled_model_without_its_package_names_the_extra(monkeypatch, tmp_path):
     import sys
 

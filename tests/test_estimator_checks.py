@@ -88,6 +88,9 @@ def expected_failed_checks(estimator) -> dict[str, str]:
 @parametrize_with_checks(
     [SentenceEmbedder(device="cpu"), PairedSimilarity(SentenceEmbedder(device="cpu"))],
     expected_failed_checks=expected_failed_checks,
+    # A listed check that starts to pass fails the run, so the list and its count in
+    # docs/installation.rst cannot go stale.
+    xfail_strict=True,
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

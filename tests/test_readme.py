@@ -123,13 +123,15 @@ def test_recipes_example_prints_the_best_metric_and_its_accuracy(
     result = _run(_block("recipes") + _WORKER_COUNTS, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == _block("recipes-output")
-    # The parent encoded the two examples' 2 + 2 texts and each unique sentence once; the
-    # grid search's workers (those that fitted: each loaded the model) encoded nothing.
+    # No pre-fill: the grid search's workers (each loaded the model once) encoded each unique
+    # sentence once between them; the parent, the two examples' 2 + 2 texts, and its refit
+    # read everything from the store.
     counts = json.loads((tmp_path / "counts.json").read_text())
     unique = set(stsb_train.head(900)["sentence1"]) | set(stsb_train.head(900)["sentence2"])
-    assert counts["parent"]["texts_encoded"] == 2 + 2 + len(unique)
+    assert counts["parent"]["texts_encoded"] == 2 + 2
     assert len(counts["workers"]) == 2
-    assert all(c == {"models_loaded": 1, "texts_encoded": 0} for c in counts["workers"]), counts
+    assert [c["models_loaded"] for c in counts["workers"]] == [1, 1], counts
+    assert sum(c["texts_encoded"] for c in counts["workers"]) == len(unique), counts
     match = re.fullmatch(r"(\{.*\}) (0\.\d{1,3})\n", result.stdout)
     assert match, result.stdout
     best_params, best_score = ast.literal_eval(match[1]), float(match[2])
@@ -144,3 +146,26 @@ def test_recipes_example_prints_the_best_metric_and_its_accuracy(
     assert best_score == pytest.approx(accuracy[best], abs=0.005)
     # The best of the reference's accuracies, or one within a rounding of it.
     assert accuracy[best] >= max(accuracy.values()) - 0.005, accuracy
+
+
+def test_ci_runs_the_readme_developer_block():
+    # Line for line, the torch index included (tests/test_fresh_install.py runs the user block).
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    commands = [
+        line
+        for line in _block("install-dev").splitlines()
+        if not line.startswith(("python3 -m venv", ". .venv"))
+    ]
+    assert commands == [
+        "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu",
+        'pip install -e ".[dev]"',
+        'pytest -m "not slow"',
+    ]
+    assert all(command in ci for command in commands), commands
+
+
+@pytest.mark.parametrize("name", ["install-user", "install-dev"])
+def test_installation_page_shows_the_readme_install_blocks(name):
+    page = (README.parent / "docs" / "installation.rst").read_text(encoding="utf-8")
+    literal = "".join(f"    {line}\n" for line in _block(name).splitlines())
+    assert f"::\n\n{literal}\n" in page, name

@@ -76,8 +76,12 @@ class SentenceEmbedder(TextInputMixin, TransformerMixin, BaseEstimator):
     similarity_fn_name : {"cosine", "dot", "euclidean", "manhattan"} or SimilarityFunction, \
 default=None
         Metric of :meth:`similarity`, :meth:`similarity_pairwise` and
-        :meth:`score`. ``None`` means the model's saved
-        ``similarity_fn_name``, else cosine.
+        :meth:`score`, and of a :class:`~skembed.PairedSimilarity` around
+        this embedder. ``None`` means the model's saved
+        ``similarity_fn_name``, else cosine. It never changes the embeddings
+        that :meth:`transform` returns: searched in front of another
+        estimator (``Pipeline([embedder, classifier])``) it changes nothing;
+        search it on :meth:`score` or through ``PairedSimilarity``.
     device : str, torch.device, list of them or "all", default=None
         ``None`` picks CUDA, else MPS, else the CPU. A list (or ``"all"``,
         every CUDA GPU) spreads the texts across several devices.
@@ -382,13 +386,8 @@ default=None
             devices, dtype = self._placement()
             # The loaded model is checked against the fingerprint again (the folder may be
             # replaced before a text needs it) and only then kept.
-            encoder = DeferredEncoder(
-                fingerprint,
-                devices[0],
-                dtype,
-                self.n_features_out_,
-                lambda: load_encoders(folder, devices, self.trust_remote_code, dtype),
-            )
+            load = lambda: load_encoders(folder, devices, self.trust_remote_code, dtype)  # noqa: E731
+            encoder = DeferredEncoder(fingerprint, devices[0], dtype, self.n_features_out_, load)
             self._encoder = encoder
         return encoder
 
@@ -429,9 +428,6 @@ default=None
 
     def _texts(self, X: Any, what: str = "X") -> list[str | None]:
         return as_texts(X, what, allow_missing=allows_missing(self.missing))
-
-    def _pairs(self, X: Any) -> tuple[list[str | None], list[str | None]]:
-        return as_text_pairs(X, allow_missing=allows_missing(self.missing))
 
     def _embed(self, texts: list[str | None]) -> np.ndarray:
         """Encode texts through the caches, applying the missing-text policy.
@@ -582,7 +578,8 @@ default=None
         """
         if Y is None:
             check_is_fitted(self)
-            x, y = embed_pairs(*self._pairs(X), self._embed)
+            pairs = as_text_pairs(X, allow_missing=allows_missing(self.missing))
+            x, y = embed_pairs(*pairs, self._embed)
         else:
             x, y = self._as_embeddings(X, "X"), self._as_embeddings(Y, "Y")
         return paired_similarity(x, y, metric=self.similarity_fn_name_)

@@ -305,7 +305,10 @@ def _encode(args: argparse.Namespace) -> None:
     if not allows_missing(args.missing):
         _refuse_missing(source, data, args.column)
     embedder = _embedder(args, normalize_embeddings=args.normalize, missing=args.missing)
-    columns = [str(c) for c in embedder.get_feature_names_out()]
+    # The estimator's own names for this input: "<column>_<i>" for a table's column, as
+    # SentenceEmbedder().fit(frame[[column]]) gives; a .txt has no column name.
+    input_features = None if args.column is None else [args.column]
+    columns = [str(c) for c in embedder.get_feature_names_out(input_features)]
     id_name = args.id_column or "row"
     if output.suffix.lower() != ".npy" and id_name in columns:
         raise ValueError(
@@ -392,7 +395,9 @@ def _parser() -> argparse.ArgumentParser:
             "(see --missing). The output has one row per input row, in input order: OUT.npy "
             "holds only the (rows, dimensions) float32 array; OUT.csv and OUT.parquet start "
             "with an id column (the input row number from 0, named 'row', or --id-column) "
-            "followed by one column per dimension. OUT is written exactly at the path given, "
+            "followed by one column per dimension, named as SentenceEmbedder's "
+            "get_feature_names_out names them (COLUMN_0, COLUMN_1, ... for --column COLUMN; "
+            "sentenceembedder0, ... for a .txt). OUT is written exactly at the path given, "
             "whole or not at all; an existing OUT is replaced only with --overwrite, and "
             "never when it is the input file."
         ),

@@ -80,5 +80,8 @@ def load_stsb(split: str = "test") -> Any:
     try:
         import pandas as pd
     except ImportError as exc:  # pandas is not a dependency of skembed itself
-        raise ImportError("load_stsb returns a pandas DataFrame: pip install pandas") from exc
+        raise ImportError(
+            "load_stsb returns a pandas DataFrame: pip install 'skembed[pandas]' "
+            "(iter_stsb reads the same rows without pandas)"
+        ) from exc
     return pd.DataFrame(list(iter_stsb(split)), columns=["sentence1", "sentence2", "score"])

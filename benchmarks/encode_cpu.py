@@ -1,10 +1,13 @@
-"""CPU encoding throughput: sentence-transformers vs skembed (float32 and bfloat16).
+"""CPU encoding throughput: sentence-transformers vs skembed (float32, bfloat16, int8).
 
 One process, the same texts (unique STSb train sentences), runs alternating between the
 reference and skembed; the skembed embedding cache is off so every run encodes every text.
-Prints sentences/s (median of --repeats runs), the ratio to the reference's best batch size,
-and the accuracy checks: max |skembed float32 - reference|, min cosine of bfloat16 to
-float32, and the STSb test Spearman x 100 of each skembed precision.
+The reference's ONNX and ONNX-int8 backends join when they can be loaded (they need the
+``optimum-onnx`` package); otherwise the script says why. Prints the CPU features,
+sentences/s (median of --repeats runs), the ratio to the reference's fastest configuration
+and to its float32, and the accuracy checks: max |skembed float32 - reference|, min and
+median cosine of each skembed precision to float32, and the STSb test and dev Spearman
+x 100 of each skembed precision.
 
     python benchmarks/encode_cpu.py --sentences 3000 --repeats 3
 """
@@ -15,6 +18,7 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,16 +53,21 @@ def main() -> None:
     folder = resolve_model_folder(args.model)
     set_cache_limit(0)  # measure encoding, not the cache
 
+    print(f"CPU: {cpu_features()}", flush=True)
     reference = SentenceTransformer(str(folder), device="cpu")
     ours = {
-        "float32": SentenceEmbedder(folder, device="cpu", dtype="float32").fit(),
-        "bfloat16": SentenceEmbedder(folder, device="cpu", dtype="bfloat16").fit(),
+        name: SentenceEmbedder(folder, device="cpu", dtype=name).fit()
+        for name in ("float32", "bfloat16", "int8")
     }
     runs: dict[str, list[float]] = {}
     outputs: dict[str, np.ndarray] = {}
     contenders = {
         "reference batch 32": lambda: reference.encode(texts, batch_size=32),
         "reference batch 64": lambda: reference.encode(texts, batch_size=64),
+        **{
+            f"reference {name}": (lambda m=m: m.encode(texts, batch_size=32))
+            for name, m in reference_onnx(folder).items()
+        },
         **{f"skembed {name}": (lambda e=e: e.transform(texts)) for name, e in ours.items()},
     }
     for fn in contenders.values():  # warm-up, untimed
@@ -69,7 +78,8 @@ def main() -> None:
             runs.setdefault(name, []).append(seconds)
 
     speed = {name: len(texts) / statistics.median(times) for name, times in runs.items()}
-    best_reference = max(speed["reference batch 32"], speed["reference batch 64"])
+    reference_float32 = max(speed["reference batch 32"], speed["reference batch 64"])
+    best_reference = max(v for name, v in speed.items() if name.startswith("reference"))
     print(f"CPU: {cpu_features()}")
     print(
         f"{len(texts)} unique STSb train sentences, {torch.get_num_threads()} torch threads, "
@@ -77,18 +87,54 @@ def main() -> None:
     )
     for name, value in speed.items():
         print(
-            f"  {name:20s} {value:8.0f} sentences/s   {value / best_reference:5.2f}x best reference"
+            f"  {name:20s} {value:8.0f} sentences/s   {value / best_reference:5.2f}x fastest "
+            f"reference   {value / reference_float32:5.2f}x reference float32"
         )
 
-    fp32, bf16 = outputs["skembed float32"], outputs["skembed bfloat16"]
-    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    fp32 = outputs["skembed float32"]
     parity = np.abs(fp32 - outputs["reference batch 32"]).max()
     print(f"max |skembed float32 - reference|: {parity:.2e}")
-    print(f"min cosine(bfloat16, float32): {cosine.min():.6f}")
-    test = load_stsb("test")
-    for name, embedder in ours.items():
-        score = embedder.score(test[["sentence1", "sentence2"]], test["score"])
-        print(f"STSb test Spearman x 100, {name}: {100 * score:.2f}")
+    for name in ("bfloat16", "int8"):
+        other = outputs[f"skembed {name}"]
+        norms = np.linalg.norm(fp32, axis=1) * np.linalg.norm(other, axis=1)
+        cosine = (fp32 * other).sum(1) / norms
+        print(f"cosine({name}, float32): min {cosine.min():.6f}, median {np.median(cosine):.6f}")
+    for split in ("test", "dev"):
+        pairs = load_stsb(split)
+        for name, embedder in ours.items():
+            score = embedder.score(pairs[["sentence1", "sentence2"]], pairs["score"])
+            print(f"STSb {split} Spearman x 100, {name}: {100 * score:.2f}")
+
+
+def reference_onnx(folder) -> dict[str, object]:
+    """The reference's ONNX and ONNX-int8 models of ``folder``, or {} with the reason printed."""
+    import shutil
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    # The export writes ONNX files beside the model: a copy keeps the installed folder as is.
+    copy = Path(tempfile.mkdtemp()) / "model"
+    shutil.copytree(folder, copy)
+    try:
+        model = SentenceTransformer(str(copy), device="cpu", backend="onnx")
+    except Exception as error:  # the backend's import and export errors vary by version
+        print(f"reference ONNX backends not run: {type(error).__name__}: {error}".split("\n")[0])
+        return {}
+    models = {"onnx": model}
+    try:
+        from sentence_transformers import export_dynamic_quantized_onnx_model
+
+        export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(copy))
+        models["onnx-int8"] = SentenceTransformer(
+            str(copy),
+            device="cpu",
+            backend="onnx",
+            model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx"},
+        )
+    except Exception as error:
+        print(f"reference ONNX-int8 not run: {type(error).__name__}: {error}".split("\n")[0])
+    return models
 
 
 if __name__ == "__main__":

@@ -232,3 +232,12 @@ def test_static_model_refuses_a_token_limit(models):
     not silently ignored."""
     with pytest.raises(ValueError, match=r"max_seq_length=8 does not apply .* StaticEmbedding"):
         SentenceEmbedder(models["static"], device="cpu", max_seq_length=8).fit()
+
+
+def test_static_model_refuses_int8(models):
+    """int8 quantizes a Transformer: a model without one is refused, not run in float32
+    under an int8 cache key."""
+    with pytest.raises(
+        ValueError, match=r"int8' quantizes a Transformer .* StaticEmbedding"
+    ):
+        SentenceEmbedder(models["static"], device="cpu", dtype="int8").fit()

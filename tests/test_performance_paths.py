@@ -58,7 +58,7 @@ def test_saving_a_half_precision_embedder_keeps_float32_weights(tiny_model, tmp_
 
 def test_invalid_dtype_parameter(tiny_model):
     with pytest.raises(ValueError, match="dtype"):
-        SentenceEmbedder(tiny_model, dtype="int8").fit()
+        SentenceEmbedder(tiny_model, dtype="int4").fit()
 
 
 # --- batching and chunking -------------------------------------------------------------------

@@ -98,8 +98,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
     Parameters
     ----------
-    dtype : {"auto", "float32", "float16", "bfloat16"}, torch.dtype or None
+    dtype : {"auto", "float32", "float16", "bfloat16", "int8"}, torch.dtype or None
         ``"auto"`` (or None) means float16 on CUDA and float32 elsewhere.
+        ``"int8"`` (``torch.int8``: int8 matrix products) runs on the CPU only.
     device : torch.device
         The device the model runs on.
 
@@ -110,7 +111,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     Raises
     ------
     ValueError
-        If ``dtype`` is not one of the supported precisions.
+        If ``dtype`` is not one of the supported precisions, or is int8 on a
+        device other than the CPU.
     """
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -121,6 +123,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     else:
         raise ValueError(
             f"dtype={dtype!r} is not supported; expected 'auto' or one of {list(DTYPES)}."
+        )
+    if resolved == torch.int8 and device.type != "cpu":
+        raise ValueError(
+            f"dtype='int8' runs on the CPU only; device is {device}. Use dtype='float16' or "
+            "'bfloat16' there."
         )
     if resolved == torch.bfloat16 and device.type == "cpu" and not cpu_has_bfloat16_units():
         _warn_emulated_bfloat16()

@@ -17,8 +17,9 @@ __all__ = [
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-# Precisions the transformer can run in; "auto" picks one by device.
-DTYPES = ("float32", "float16", "bfloat16")
+# Precisions the transformer can run in; "auto" picks one by device. "int8" means int8
+# matrix products (BERT encoders on the CPU only).
+DTYPES = ("float32", "float16", "bfloat16", "int8")
 DTYPE_CHOICES = ("auto", *DTYPES)
 
 # What becomes of a missing text (None, NaN, pandas.NA): refused with its position,

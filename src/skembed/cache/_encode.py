@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..encoder import EncodeResult, EncoderLike, EncodeSettings
+from ..encoder import EncodeResult, EncoderLike, EncodeSettings, precision_key
 from . import _store
 from ._memory import CacheHits, EmbeddingCache, process_cache
 from ._store import _HOST, DiskEmbeddingStore
@@ -27,7 +27,8 @@ __all__ = ["encode_cached", "namespace_for"]
 def namespace_for(encoder: EncoderLike, settings: EncodeSettings) -> str:
     """Hash of everything that determines an embedding besides the text.
 
-    The model's content (fingerprint), where and in which precision it runs,
+    The model's content (fingerprint), where and in which precision it runs
+    (for int8, with its calibration: :func:`~skembed.encoder.precision_key`),
     and every field of ``settings``: an option added to
     :class:`~skembed.encoder.EncodeSettings` enters the key by itself.
     """
@@ -37,7 +38,7 @@ def namespace_for(encoder: EncoderLike, settings: EncodeSettings) -> str:
     payload = {
         "model": encoder.fingerprint,
         "device": encoder.device.type,
-        "dtype": str(encoder.dtype),
+        "dtype": precision_key(encoder.dtype),
         "settings": asdict(settings),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

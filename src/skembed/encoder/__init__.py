@@ -12,6 +12,7 @@ from ._loaded import load_encoder, loaded_models, release_models, set_max_loaded
 from ._protocol import EncoderLike
 from ._resolve import resolve_model_folder
 from ._types import EncodeResult, EncodeSettings
+from .modules import precision_key
 
 __all__ = [
     "EncodeResult",
@@ -24,6 +25,7 @@ __all__ = [
     "load_encoder",
     "load_encoders",
     "loaded_models",
+    "precision_key",
     "read_folder",
     "release_models",
     "resolve_model_folder",

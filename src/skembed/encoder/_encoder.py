@@ -22,7 +22,7 @@ from ._fingerprint import folder_fingerprint
 from ._folder import FolderSpec, read_folder, save_folder
 from ._protocol import EncoderLike
 from ._types import EncodeResult, EncodeSettings
-from .modules import Module, Pipeline, Pooling, Router, StaticEmbedding
+from .modules import Module, Pipeline, Pooling, Router, StaticEmbedding, Transformer
 
 __all__ = ["EncodeResult", "EncodeSettings", "Encoder"]
 
@@ -117,6 +117,14 @@ class Encoder(EncoderLike):
         self.dtype = dtype
         self.pipeline: Pipeline = self._spec.pipeline
         self.embedding_dimension: int = self.pipeline.output_dimension
+        if dtype == torch.int8 and not any(
+            isinstance(m, Transformer) for m in self.pipeline.modules()
+        ):
+            # Vectors keyed as int8 would be float32 ones: refuse instead of pretending.
+            raise ValueError(
+                f"dtype='int8' quantizes a Transformer module; {folder} has none (its input "
+                f"module is a {type(self.input_module).__name__}). Use dtype='float32'."
+            )
 
     @property
     def spec(self) -> FolderSpec:

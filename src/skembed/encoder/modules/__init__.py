@@ -16,6 +16,7 @@ from ._base import (
     registered_modules,
     save_weights,
 )
+from ._int8 import precision_key
 from ._layers import Dense, Dropout, LayerNorm, Normalize, WeightedLayerPooling
 from ._pipeline import Pipeline, load_pipeline, save_pipeline, write_modules_json
 from ._pooling import POOLERS, POOLING_MODES, Pooling, pool
@@ -44,6 +45,7 @@ __all__ = [
     "load_weights",
     "module_class",
     "pool",
+    "precision_key",
     "register_module",
     "registered_modules",
     "save_pipeline",

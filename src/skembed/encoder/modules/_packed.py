@@ -19,7 +19,7 @@ import torch
 
 from ._kernels import linear
 
-__all__ = ["PackedBert", "padded_rows"]
+__all__ = ["PackedBert", "Products", "padded_rows"]
 
 _ROW_STEP = 512
 
@@ -36,6 +36,33 @@ def padded_rows(n: int) -> int:
     return max(64, 1 << max(n - 1, 0).bit_length())
 
 
+class Products:
+    """The float32 (or bfloat16) matrix products of the packed pass.
+
+    :class:`PackedBert` asks these for every linear layer, so that another
+    precision (:class:`~skembed.encoder._int8.Int8Linears`) can take their place.
+    """
+
+    def qkv(
+        self, attention: torch.nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value of ``x`` for a BERT self-attention module."""
+        return tuple(
+            linear(x, m.weight, m.bias) for m in (attention.query, attention.key, attention.value)
+        )
+
+    def dense(
+        self,
+        module: torch.nn.Linear,
+        x: torch.Tensor,
+        *,
+        gelu: bool = False,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``module(x)``, then the GELU or the residual added (see :func:`linear`)."""
+        return linear(x, module.weight, module.bias, gelu=gelu, residual=residual)
+
+
 class PackedBert:
     """Unpadded forward pass of a Hugging Face ``BertModel`` in inference.
 
@@ -43,10 +70,13 @@ class PackedBert:
     ----------
     model : transformers.BertModel
         In eval mode; see :meth:`supports`.
+    products : Products, optional
+        The linear layers' products; float32 (in the model's dtype) by default.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, products: Products | None = None) -> None:
         self.model = model
+        self.products = Products() if products is None else products
         config = model.config
         self.heads = int(config.num_attention_heads)
         # The exact GELU is fused into its matrix product; another activation runs as is.
@@ -131,10 +161,8 @@ class PackedBert:
         attention = layer.attention
         heads = self.heads
         head_size = x.shape[1] // heads
-        q, k, v = (
-            linear(x, m.weight, m.bias)
-            for m in (attention.self.query, attention.self.key, attention.self.value)
-        )
+        products = self.products
+        q, k, v = products.qkv(attention.self, x)
         context = torch.empty_like(q)
         context[n:] = 0  # padding rows attend to nothing
         for start, length, count in groups:
@@ -145,16 +173,14 @@ class PackedBert:
             )
             context[span].view(shape).copy_(scores.transpose(1, 2))
         output = attention.output
-        x = output.LayerNorm(linear(context, output.dense.weight, output.dense.bias, residual=x))
+        x = output.LayerNorm(products.dense(output.dense, context, residual=x))
         intermediate = layer.intermediate
         if self.fused_gelu:
-            hidden = linear(x, intermediate.dense.weight, intermediate.dense.bias, gelu=True)
+            hidden = products.dense(intermediate.dense, x, gelu=True)
         else:
-            hidden = intermediate.intermediate_act_fn(
-                linear(x, intermediate.dense.weight, intermediate.dense.bias)
-            )
+            hidden = intermediate.intermediate_act_fn(products.dense(intermediate.dense, x))
         output = layer.output
-        return output.LayerNorm(linear(hidden, output.dense.weight, output.dense.bias, residual=x))
+        return output.LayerNorm(products.dense(output.dense, hidden, residual=x))
 
 
 def _equal_length_runs(lengths: torch.Tensor) -> list[tuple[int, int, int]]:

@@ -14,6 +14,7 @@ import torch
 
 from .._config import field, read_json, size_field, write_json
 from ._base import Features, LoadContext, Module, register_module
+from ._int8 import calibrate_packed
 from ._packed import PackedBert
 
 __all__ = ["Transformer", "check_model_config"]
@@ -26,7 +27,9 @@ class Transformer(Module):
     On the CPU a BERT encoder in inference runs unpadded (:class:`PackedBert`:
     real tokens only, fused oneDNN products); with gradients enabled or in
     training mode the model's own forward pass runs, so the module trains as
-    any ``torch.nn.Module``.
+    any ``torch.nn.Module``. With ``int8`` the unpadded pass runs its linear
+    layers as int8 products (:mod:`._int8`), calibrated here on fixed texts; the
+    model keeps its float32 weights (for the layer norms, saving and training).
 
     Parameters
     ----------
@@ -38,6 +41,9 @@ class Transformer(Module):
     max_seq_length : int, optional
         ``sentence_bert_config.json``'s token limit; ``None`` when absent.
     do_lower_case : bool, default=False
+    trust_remote_code : bool, default=False
+    int8 : bool, default=False
+        Run inference with int8 products; needs a float32 BERT encoder on the CPU.
     """
 
     type_name = "Transformer"
@@ -52,6 +58,7 @@ class Transformer(Module):
         max_seq_length: int | None = None,
         do_lower_case: bool = False,
         trust_remote_code: bool = False,
+        int8: bool = False,
     ) -> None:
         super().__init__()
         self.auto_model = auto_model
@@ -73,6 +80,14 @@ class Transformer(Module):
             if device.type == "cpu" and PackedBert.supports(auto_model)
             else None
         )
+        if int8:
+            self.packed = calibrate_packed(
+                self.packed,
+                tokenizer,
+                token_types=self.token_types,
+                lower=do_lower_case,
+                source=folder,
+            )
         self.add_special_tokens = True
         self._backends: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -93,9 +108,18 @@ class Transformer(Module):
             raise ValueError(
                 f"The tokenizer of {folder} has no fast (Rust) implementation; skembed needs one."
             )
-        model = _load_model(folder, context.trust_remote_code, context.device, context.dtype)
+        int8 = context.dtype == torch.int8
+        # An int8 transformer keeps float32 weights beside its int8 products.
+        dtype = torch.float32 if int8 else context.dtype
+        model = _load_model(folder, context.trust_remote_code, context.device, dtype)
         return cls(
-            model, tokenizer, folder, max_seq_length, do_lower_case, context.trust_remote_code
+            model,
+            tokenizer,
+            folder,
+            max_seq_length,
+            do_lower_case,
+            context.trust_remote_code,
+            int8=int8,
         )
 
     def save(self, folder: Path) -> None:

@@ -95,13 +95,13 @@ def main() -> None:
     fp32 = outputs["skembed float32"]
     parity = np.abs(fp32 - outputs["reference batch 32"]).max()
     print(f"max |skembed float32 - reference|: {parity:.2e}")
-    print_cosines("the timed train sentences", {n: outputs[f"skembed {n}"] for n in ours})
+    print_cosines("timed train sentences", {n: outputs[f"skembed {n}"] for n in ours})
     for split in ("test", "dev"):
         pairs = load_stsb(split)
         # int8 is calibrated on the first train sentences, which the timed texts start with:
         # its cosines to float32 are also shown on sentences it never saw.
         unseen = list(dict.fromkeys(pairs["sentence1"].tolist() + pairs["sentence2"].tolist()))
-        print_cosines(f"STSb {split}", {n: e.transform(unseen) for n, e in ours.items()})
+        print_cosines(f"STSb {split} sentences", {n: e.transform(unseen) for n, e in ours.items()})
         for name, embedder in ours.items():
             score = embedder.score(pairs[["sentence1", "sentence2"]], pairs["score"])
             print(f"STSb {split} Spearman x 100, {name}: {100 * score:.2f}")

@@ -75,9 +75,10 @@ def test_bfloat16_with_bfloat16_units_is_silent(monkeypatch, flag):
 
 
 def test_cpu_features_names_the_flags_that_matter(monkeypatch):
-    monkeypatch.setattr(device_module, "_cpu_flags", lambda: {"avx2", "sse4_2", "amx_bf16"})
+    flags = {"avx2", "sse4_2", "amx_bf16", "avx512_vnni"}
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: flags)
     described = device_module.cpu_features()
-    assert described.endswith(": avx2 amx_bf16")
+    assert described.endswith(": avx2 avx512_vnni amx_bf16")
     monkeypatch.setattr(device_module, "_cpu_flags", lambda: set())
     assert "none of avx2" in device_module.cpu_features()
 

@@ -150,8 +150,18 @@ def _warn_emulated_bfloat16() -> None:
     )
 
 
-# The CPU flags (as /proc/cpuinfo names them) that decide which precision is fast here.
-_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+# The CPU flags (as /proc/cpuinfo names them) that decide which precision is fast here
+# (the VNNI ones: int8 dot products in one instruction).
+_FEATURES = (
+    "avx2",
+    "avx_vnni",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
 
 
 def _cpu_flags() -> set[str]:

@@ -86,18 +86,15 @@ default=None
         ``None`` picks CUDA, else MPS, else the CPU. A list (or ``"all"``,
         every CUDA GPU) spreads the texts across several devices.
     dtype : {"auto", "float32", "float16", "bfloat16", "int8"}, default="auto"
-        Precision of the transformer: ``"auto"`` is float16 on CUDA and
-        float32 elsewhere. On a CPU with bfloat16 units (AVX512-BF16 or AMX)
-        bfloat16 ran 2.5-3.4x faster than float32 at a cosine of > 0.999 to
-        it; on a CPU without them torch emulates bfloat16, which is slower
-        than float32, and a warning says so (once per process). ``"int8"``
-        (CPU only, BERT encoders such as all-MiniLM-L6-v2; refused otherwise)
-        runs the linear layers as int8 products with activation ranges
-        calibrated once on fixed texts: faster than float32, the same STSb
-        Spearman within 0.5 points, but single vectors move (cosine to
-        float32 down to about 0.96), so choose it for throughput on large
-        corpora, not where vectors must match float32 ones. A text's int8
-        vector does not depend on the texts batched with it.
+        Precision of the transformer: ``"auto"`` is float16 on CUDA and float32 elsewhere.
+        On a CPU with bfloat16 units (AVX512-BF16 or AMX) bfloat16 ran 2.5-3.4x faster than
+        float32 at a cosine of > 0.999 to it; without them torch emulates bfloat16, which is
+        slower than float32, and a warning says so (once per process). ``"int8"`` (CPU
+        only, BERT encoders such as all-MiniLM-L6-v2; refused otherwise) runs the linear
+        layers as int8 products with activation ranges calibrated once on fixed texts:
+        faster than float32, STSb Spearman within 0.5 points, but single vectors move
+        (cosine to float32 down to about 0.96): choose it for throughput on large corpora,
+        not where vectors must match float32 ones. A text's vector never depends on its batch.
     batch_size : int, default=None
         Most texts per forward pass; ``None`` means 4096, except 64 on the CPU
         for models other than BERT encoders.

@@ -195,6 +195,25 @@ def build_tiny_model(
     return path
 
 
+def small_bert_model(seed: int = 0, **config):
+    """A randomly initialised 2-layer BertModel (hidden size 32, 50 tokens), in eval mode."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    options = dict(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        type_vocab_size=2,
+    )
+    options.update(config)
+    return BertModel(BertConfig(**options)).eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random BERT folder: mean pooling, Normalize listed without its folder."""
@@ -209,6 +228,32 @@ def make_tiny_model(tmp_path_factory):
         return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", **options)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model):
+    """The tiny model loaded on the CPU, from the process-wide registry."""
+    import torch
+
+    from skembed.encoder import load_encoder, resolve_model_folder
+
+    return load_encoder(resolve_model_folder(tiny_model), torch.device("cpu"))
+
+
+@pytest.fixture
+def encoded(monkeypatch) -> list[str]:
+    """The texts that reach the model (cache and store misses), in order."""
+    from skembed.encoder import Encoder
+
+    seen: list[str] = []
+    real_encode = Encoder.encode
+
+    def spy(self, texts, *args, **kwargs):
+        seen.extend(texts)
+        return real_encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", spy)
+    return seen
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import sentences
+from conftest import sentences, small_bert_model
 from sklearn.model_selection import GridSearchCV
 
 from skembed import SentenceEmbedder, evaluate_sts
@@ -66,18 +66,7 @@ def test_quantize_clips_to_the_calibrated_range_and_keeps_zero_exact():
 
 @pytest.fixture
 def small_bert():
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=40,
-    )
-    return BertModel(config).eval()
+    return small_bert_model()
 
 
 def _calibrated(model, ids, mask) -> PackedBert:

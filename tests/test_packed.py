@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import sentences
+from conftest import sentences, small_bert_model
 
 import skembed.encoder.modules._kernels as kernels
 from skembed.encoder import load_encoder
@@ -14,23 +14,6 @@ from skembed.encoder.modules._packed import PackedBert, _equal_length_runs, padd
 from skembed.encoder.modules._pooling import POOLING_MODES, pool
 
 CPU = torch.device("cpu")
-
-
-def _bert(seed: int = 0, **config):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    options = dict(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=40,
-        type_vocab_size=2,
-    )
-    options.update(config)
-    return BertModel(BertConfig(**options)).eval()
 
 
 def _batch(lengths: list[int], width: int, left: bool = False, seed: int = 1):
@@ -52,7 +35,7 @@ LENGTHS = [[17, 17, 12, 12, 12, 5, 3, 3], [4, 17, 9, 4, 1, 12, 12]]
 @pytest.mark.parametrize("left", [False, True])
 @pytest.mark.parametrize("hidden_act", ["gelu", "relu", "gelu_new"])
 def test_unpadded_forward_matches_the_padded_one(lengths, left, hidden_act):
-    model = _bert(hidden_act=hidden_act)
+    model = small_bert_model(hidden_act=hidden_act)
     ids, mask, types = _batch(lengths, width=20, left=left)
     with torch.inference_mode():
         padded = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
@@ -69,7 +52,7 @@ def test_unpadded_forward_matches_the_padded_one(lengths, left, hidden_act):
 
 
 def test_unpadded_forward_without_token_types_uses_type_zero():
-    model = _bert()
+    model = small_bert_model()
     ids, mask, _ = _batch([9, 6, 6], width=9)
     with torch.inference_mode():
         padded = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -78,7 +61,7 @@ def test_unpadded_forward_without_token_types_uses_type_zero():
 
 
 def test_unpadded_forward_in_bfloat16_is_close_to_the_padded_one():
-    model = _bert().to(torch.bfloat16)
+    model = small_bert_model().to(torch.bfloat16)
     ids, mask, types = _batch(LENGTHS[0], width=20)
     with torch.inference_mode():
         padded = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
@@ -97,12 +80,12 @@ def test_unpadded_forward_in_bfloat16_is_close_to_the_padded_one():
     ],
 )
 def test_configurations_it_does_not_reproduce_keep_the_models_forward(change):
-    assert PackedBert.supports(_bert())
-    assert not PackedBert.supports(_bert(**change))
+    assert PackedBert.supports(small_bert_model())
+    assert not PackedBert.supports(small_bert_model(**change))
 
 
 def test_a_model_in_training_mode_is_not_supported():
-    assert not PackedBert.supports(_bert().train())
+    assert not PackedBert.supports(small_bert_model().train())
 
 
 def test_other_architectures_are_not_supported():

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import sentences
 
 from skembed import cache
 from skembed.cache import DiskEmbeddingStore, encode_cached, namespace_for, set_cache_limit
-from skembed.encoder import Encoder, EncodeSettings, load_encoder, resolve_model_folder
+from skembed.encoder import Encoder, EncodeSettings
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 
@@ -34,27 +33,8 @@ TEXTS = [f"a dog runs in the park {i}" for i in range(8)]
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_model) -> Encoder:
-    return load_encoder(resolve_model_folder(tiny_model), torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
 def reference(encoder) -> np.ndarray:
     return encoder.encode(TEXTS).embeddings
-
-
-@pytest.fixture
-def encoded(monkeypatch) -> list[str]:
-    """The texts that reach the model, in order."""
-    seen: list[str] = []
-    real_encode = Encoder.encode
-
-    def spy(self, texts, *args, **kwargs):
-        seen.extend(texts)
-        return real_encode(self, texts, *args, **kwargs)
-
-    monkeypatch.setattr(Encoder, "encode", spy)
-    return seen
 
 
 def _claims(store: DiskEmbeddingStore) -> list[tuple]:

@@ -18,7 +18,6 @@ import warnings
 import joblib
 import numpy as np
 import pytest
-import torch
 from sklearn.base import clone
 
 from skembed import SentenceEmbedder, cache, similarity
@@ -30,7 +29,7 @@ from skembed.cache import (
     clear_cache,
     encode_cached,
 )
-from skembed.encoder import Encoder, load_encoder, resolve_model_folder
+from skembed.encoder import Encoder
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 
@@ -38,28 +37,9 @@ TEXTS = [f"the cat sits outside {i}" for i in range(6)]
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_model) -> Encoder:
-    return load_encoder(resolve_model_folder(tiny_model), torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
 def reference(encoder) -> np.ndarray:
     """The embeddings of TEXTS, encoded without any cache."""
     return encoder.encode(TEXTS).embeddings
-
-
-@pytest.fixture
-def encoded(monkeypatch) -> list[str]:
-    """The texts that reach the model (cache and store misses), in order."""
-    seen: list[str] = []
-    real_encode = Encoder.encode
-
-    def spy(self, texts, *args, **kwargs):
-        seen.extend(texts)
-        return real_encode(self, texts, *args, **kwargs)
-
-    monkeypatch.setattr(Encoder, "encode", spy)
-    return seen
 
 
 def encode(encoder: Encoder, texts: list[str], store: DiskEmbeddingStore | None) -> np.ndarray:

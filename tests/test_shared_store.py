@@ -122,6 +122,19 @@ def test_a_claim_of_a_dead_process_is_taken_over(encoder, reference, tmp_path, e
     assert len(store) == len(TEXTS)
 
 
+def test_a_claim_left_on_a_stored_text_is_dropped_by_the_next_claim(encoder, tmp_path):
+    # Its owner wrote the rows and was killed before it dropped its claims (a live lease).
+    store = DiskEmbeddingStore(tmp_path)
+    namespace = namespace_for(encoder, EncodeSettings())
+    store.claim(namespace, TEXTS[:3], "killed-after-writing")
+    result = encoder.encode(TEXTS[:3])
+    store.put(namespace, TEXTS[:3], result.embeddings, result.truncated)
+    found, mine = store.claim(namespace, TEXTS, "next-owner", encoder.embedding_dimension)
+    assert sorted(found) == sorted(TEXTS[:3]) and sorted(mine) == sorted(TEXTS[3:])
+    assert {owner for owner, *_ in _claims(store)} == {"next-owner"}
+    assert len(_claims(store)) == len(TEXTS) - 3
+
+
 def test_a_lapsed_claim_of_another_host_is_taken_over(encoder, reference, tmp_path, encoded):
     store = DiskEmbeddingStore(tmp_path)
     namespace = namespace_for(encoder, EncodeSettings())

@@ -501,12 +501,20 @@ class DiskEmbeddingStore:
             with self._errors(), closing(self._open()) as connection:
                 with _transaction(connection):
                     connection.execute(_CLAIMS_TABLE)
+                    stored = []
                     for digest, cut, vector, checksum in self._rows(
                         connection, namespace, list(by_digest)
                     ):
                         row = _trusted_vector(namespace, digest, cut, vector, checksum, dimension)
                         if row is not None:
                             found[by_digest.pop(digest)] = (row, bool(cut))
+                            stored.append(digest)
+                    # A claim on a stored text is moot: one left by a process killed between
+                    # writing its rows and dropping its claims goes now, not when it lapses.
+                    connection.executemany(
+                        "DELETE FROM claims WHERE namespace = ? AND text_sha256 = ?",
+                        [(namespace, digest) for digest in stored],
+                    )
                     held = {
                         digest
                         for digest, holder, host, pid, expires in self._rows(

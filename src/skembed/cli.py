@@ -249,19 +249,13 @@ def _partial_name(target: Path, pid: int) -> str:
 
 def _remove_dead_partials(target: Path) -> None:
     """Delete the partial files of ``target`` whose writer on this machine no longer runs."""
-    if os.name != "posix":  # os.kill(pid, 0) probes a process only on POSIX
-        return
+    from .cache._store import process_running
+
     prefix, suffix = _partial_name(target, 0).rsplit(".0.", 1)
     for leftover in target.parent.glob(f"{glob.escape(prefix)}.*.{suffix}"):
         pid = leftover.name[len(prefix) + 1 : -len(suffix) - 1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and int(pid) != os.getpid() and not process_running(int(pid)):
             leftover.unlink(missing_ok=True)
-        except OSError:
-            pass  # alive, but another user's
 
 
 def _write(

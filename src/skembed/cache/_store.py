@@ -100,11 +100,19 @@ def _trusted_vector(
 def _claimant_alive(host: str, pid: int) -> bool:
     """Whether the process holding a claim may still be running.
 
-    Only a process of this host can be seen gone (or a zombie, killed and not
-    yet reaped); elsewhere, and on Windows (where signal 0 would end the
-    process), the claim's lease alone tells.
+    Only a process of this host can be seen gone; elsewhere the claim's lease
+    alone tells.
     """
-    if host != _HOST or sys.platform == "win32":
+    return host != _HOST or process_running(pid)
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still be running.
+
+    ``False`` only for a process seen gone, or a zombie (killed and not yet
+    reaped). On Windows, where signal 0 would end the process, always ``True``.
+    """
+    if sys.platform == "win32":
         return True
     try:
         os.kill(pid, 0)

@@ -104,6 +104,7 @@ def test_router_route_mappings(models, tmp_path):
     np.testing.assert_allclose(saved.encode_document(TEXTS), document, atol=TOLERANCE)
 
 
+@pytest.mark.reference_fix("model2vec token mapping and per-token weights")
 def test_static_embedding_reads_model2vec_weights(models, tmp_path):
     """A model2vec table (``embeddings`` + per-token ``weights``) folds into one row per token."""
     import torch

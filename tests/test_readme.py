@@ -24,24 +24,46 @@ def _block(name: str) -> str:
     return match.group(1)
 
 
-def _run(code: str, cwd: Path = README.parent) -> subprocess.CompletedProcess:
+def _run(
+    code: str, cwd: Path = README.parent, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     # From the repository root by default, where the README's relative data paths hold.
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         timeout=600,
         check=False,
     )
 
 
+def _numbers(text: str) -> np.ndarray:
+    return np.array([float(x) for x in re.findall(r"-?\d+\.\d+", text)])
+
+
 @pytest.mark.integration
 def test_quickstart_prints_what_the_readme_shows():
-    result = _run(_block("quickstart"))
+    # The printed figures are the CPU's; a CUDA device, hidden here, is checked below.
+    result = _run(_block("quickstart"), env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout == _block("quickstart-output")
+
+
+@pytest.mark.integration
+def test_quickstart_on_a_gpu_moves_only_what_the_readme_says():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    result = _run(_block("quickstart"))
+    assert result.returncode == 0, result.stderr
+    printed, expected = _numbers(result.stdout), _numbers(_block("quickstart-output"))
+    # float16 by default there: the README promises cosines within 1e-3 (manhattan sums 384
+    # differences, so it gets 1e-3 relative).
+    np.testing.assert_allclose(printed[:9], expected[:9], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(printed[9:], expected[9:], rtol=1e-3, atol=1e-3)
 
 
 @pytest.fixture(scope="module")

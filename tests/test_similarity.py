@@ -188,6 +188,7 @@ def test_similarity_matches_sentence_transformers(metric, n_x, n_y, d):
     assert_allclose(got_torch.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.reference_fix("pairwise cosine of normalised rows")
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(("n", "d"), [(9, 16), (40, 24), (1, 5)])
 def test_pairwise_similarity_matches_sentence_transformers(metric, n, d):

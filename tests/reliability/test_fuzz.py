@@ -11,7 +11,6 @@ from unittest import mock
 
 import numpy as np
 import pandas as pd
-import polars as pl
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +41,12 @@ NOT_TEXT = st.one_of(
     st.integers(), st.floats(allow_nan=False), st.binary(max_size=5), st.booleans()
 )
 VALUES = st.lists(st.one_of(TEXTS, TEXTS, TEXTS, MISSING, NOT_TEXT), min_size=0, max_size=8)
-CONTAINERS = ["list", "tuple", "object array", "series", "frame", "rows", "polars"]
+try:
+    import polars as pl
+except ImportError:  # polars is an optional extra: fuzz the other containers without it
+    pl = None
+CONTAINERS = ["list", "tuple", "object array", "series", "frame", "rows"]
+CONTAINERS += ["polars"] if pl is not None else []
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Three fits and a store per example: a quarter of the profile's count.
 FUZZ_STORE = settings(FUZZ, max_examples=max(10, settings.default.max_examples // 4))

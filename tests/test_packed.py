@@ -10,7 +10,12 @@ from conftest import sentences, small_bert_model
 import skembed.encoder.modules._kernels as kernels
 from skembed.encoder import load_encoder
 from skembed.encoder._batching import plan_batches
-from skembed.encoder.modules._packed import PackedBert, _equal_length_runs, padded_rows
+from skembed.encoder.modules._packed import (
+    PackedBert,
+    _equal_length_runs,
+    padded_rows,
+    varlen_attention_runs_on,
+)
 from skembed.encoder.modules._pooling import POOLING_MODES, pool
 
 CPU = torch.device("cpu")
@@ -31,15 +36,21 @@ def _batch(lengths: list[int], width: int, left: bool = False, seed: int = 1):
 LENGTHS = [[17, 17, 12, 12, 12, 5, 3, 3], [4, 17, 9, 4, 1, 12, 12]]
 
 
+# Jagged nested tensors are a prototype API in torch: its notices are not test failures.
+pytestmark = pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+
+
 @pytest.mark.parametrize("lengths", LENGTHS)
 @pytest.mark.parametrize("left", [False, True])
 @pytest.mark.parametrize("hidden_act", ["gelu", "relu", "gelu_new"])
-def test_unpadded_forward_matches_the_padded_one(lengths, left, hidden_act):
+@pytest.mark.parametrize(("varlen", "counted"), [(False, False), (True, False), (True, True)])
+def test_unpadded_forward_matches_the_padded_one(lengths, left, hidden_act, varlen, counted):
     model = small_bert_model(hidden_act=hidden_act)
     ids, mask, types = _batch(lengths, width=20, left=left)
+    count = int(mask.sum()) if counted else None
     with torch.inference_mode():
         padded = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-        unpadded = PackedBert(model)(ids, mask, types)
+        unpadded = PackedBert(model, varlen=varlen)(ids, mask, types, count)
     real = mask.bool()
     assert unpadded.shape == padded.shape
     torch.testing.assert_close(unpadded[real], padded[real], rtol=0, atol=1e-5)
@@ -60,15 +71,39 @@ def test_unpadded_forward_without_token_types_uses_type_zero():
     torch.testing.assert_close(unpadded[mask.bool()], padded[mask.bool()], rtol=0, atol=1e-5)
 
 
-def test_unpadded_forward_in_bfloat16_is_close_to_the_padded_one():
-    model = small_bert_model().to(torch.bfloat16)
-    ids, mask, types = _batch(LENGTHS[0], width=20)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_unpadded_forward_in_half_precision_is_close_to_float32(dtype, varlen):
+    model = small_bert_model()
+    ids, mask, types = _batch(LENGTHS[1], width=20)
     with torch.inference_mode():
-        padded = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-        unpadded = PackedBert(model)(ids, mask, types)
-    a, b = (pool(t, mask, ("mean",)).float() for t in (padded, unpadded))
+        exact = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        unpadded = PackedBert(model.to(dtype), varlen=varlen)(ids, mask, types)
+    a, b = (pool(t, mask, ("mean",)).float() for t in (exact, unpadded))
     cosine = torch.nn.functional.cosine_similarity(a, b)
     assert cosine.min() > 0.999
+
+
+def test_varlen_attention_is_one_call_per_layer(monkeypatch):
+    model = small_bert_model()
+    ids, mask, types = _batch(LENGTHS[1], width=20)  # 6 lengths: 6 calls a layer by runs
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "scaled_dot_product_attention",
+        lambda *args, **kwargs: calls.append(1) or sdpa(*args, **kwargs),
+    )
+    layers = len(model.encoder.layer)
+    with torch.inference_mode():
+        PackedBert(model, varlen=True)(ids, mask, types)
+        assert len(calls) == layers
+        PackedBert(model)(ids, mask, types)
+    assert len(calls) == layers + 6 * layers
+
+
+def test_varlen_attention_runs_on_the_cpu():
+    assert varlen_attention_runs_on(CPU, torch.float32)
 
 
 @pytest.mark.parametrize(
@@ -125,6 +160,22 @@ def test_encoder_on_the_cpu_uses_the_unpadded_pass_and_matches_the_padded_one(
     finally:
         transformer.packed = packed
     np.testing.assert_allclose(unpadded, padded, rtol=0, atol=1e-6)
+
+
+def test_the_encoder_counts_tokens_on_the_host(tiny_model, monkeypatch):
+    encoder = load_encoder(tiny_model, CPU)
+    transformer = encoder.input_module
+    seen = []
+    packed = transformer.packed
+
+    def recording(ids, mask, types=None, token_count=None):
+        seen.append((token_count, int(mask.sum())))
+        return packed(ids, mask, types, token_count)
+
+    monkeypatch.setattr(transformer, "packed", recording)
+    encoder.encode(sentences(40, varied=True), batch_size=9)
+    assert len(seen) >= 4
+    assert all(given == counted for given, counted in seen)
 
 
 def test_padded_rows_keep_the_shapes_few_and_the_padding_small():
@@ -221,3 +272,31 @@ def test_onednn_is_used_for_float32_on_the_cpu_where_torch_has_it():
     assert kernels._uses_onednn(x, x) == (kernels._ONEDNN_LINEAR is not None)
     assert not kernels._uses_onednn(x.double(), x.double())
     assert not kernels._uses_onednn(x, x.double())
+
+
+# --- on a CUDA device ----------------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+TEXTS = [*sentences(300, varied=True), "", "a", "a much longer sentence " * 40]
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cuda_runs_unpadded_and_stays_close_to_float32(real_model, dtype):
+    expected = load_encoder(real_model, CPU).encode(TEXTS).embeddings
+    encoder = load_encoder(real_model, torch.device("cuda"), dtype=dtype)
+    packed = encoder.input_module.packed
+    assert packed is not None and packed.varlen
+    ours = encoder.encode(TEXTS).embeddings
+    cosine = (
+        (ours * expected).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(expected, axis=1)
+    )
+    assert cosine.min() >= 0.9998
+
+
+@cuda
+def test_float32_on_cuda_keeps_the_padded_pass_and_the_cpu_figures(real_model):
+    expected = load_encoder(real_model, CPU).encode(TEXTS).embeddings
+    encoder = load_encoder(real_model, torch.device("cuda"))
+    assert encoder.input_module.packed is None
+    np.testing.assert_allclose(encoder.encode(TEXTS).embeddings, expected, rtol=0, atol=1e-6)

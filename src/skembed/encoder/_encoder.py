@@ -399,6 +399,9 @@ class Encoder(EncoderLike):
         """Token ids of one batch -> float32 sentence embeddings, on the model's device."""
         features = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
         features["prompt_length"] = run.prompt_length
+        if run.input_module.unpadded:
+            # Counted on the host, so the unpadded pass never waits on the device for it.
+            features["token_count"] = int(tensors["attention_mask"].sum())
         for module in run.chain:
             features = module(features)
         return features["sentence_embedding"]

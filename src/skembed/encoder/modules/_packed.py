@@ -6,7 +6,10 @@ padding. Here the real tokens of a batch are packed into one (tokens, hidden)
 matrix, so every matrix product of every layer runs on real tokens only and on
 many more rows at once. Attention, the one step that mixes tokens, runs per group
 of texts of equal length (consecutive once a batch is sorted by length), so no
-attention mask and no padded copy is needed.
+attention mask and no padded copy is needed. On a GPU (``varlen=True``) it runs as
+one variable-length call per layer instead: the packed rows viewed as a jagged
+nested tensor, which PyTorch's scaled-dot-product attention runs with its
+variable-length kernels (flash attention in float16 and bfloat16).
 
 The arithmetic is the transformer's own, read from its modules; only the order of
 some additions differs from the padded pass (differences near 1e-7 in float32,
@@ -15,11 +18,14 @@ tested against it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache, partial
+
 import torch
 
 from ._kernels import linear
 
-__all__ = ["PackedBert", "Products", "padded_rows"]
+__all__ = ["PackedBert", "Products", "padded_rows", "varlen_attention_runs_on"]
 
 _ROW_STEP = 512
 
@@ -72,11 +78,18 @@ class PackedBert:
         In eval mode; see :meth:`supports`.
     products : Products, optional
         The linear layers' products; float32 (in the model's dtype) by default.
+    varlen : bool, default=False
+        Attention as one variable-length call per layer (a jagged nested
+        tensor) rather than one call per run of equal-length texts: fewer,
+        larger kernels, for a GPU. See :func:`varlen_attention_runs_on`.
     """
 
-    def __init__(self, model: torch.nn.Module, products: Products | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, products: Products | None = None, *, varlen: bool = False
+    ) -> None:
         self.model = model
         self.products = Products() if products is None else products
+        self.varlen = varlen
         config = model.config
         self.heads = int(config.num_attention_heads)
         # The exact GELU is fused into its matrix product; another activation runs as is.
@@ -106,6 +119,7 @@ class PackedBert:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        token_count: int | None = None,
     ) -> torch.Tensor:
         """Last hidden states of a padded batch, zero at padded positions.
 
@@ -113,23 +127,36 @@ class PackedBert:
         ----------
         input_ids, attention_mask : Tensor of shape (batch, seq)
         token_type_ids : Tensor of shape (batch, seq), optional
+        token_count : int, optional
+            ``attention_mask.sum()``, when the caller counted it before the
+            batch reached the device: the pass then never waits for the device
+            to report a count (on a GPU such a wait stalls the next launches).
 
         Returns
         -------
         Tensor of shape (batch, seq, hidden)
         """
         batch, width = input_ids.shape
-        real = attention_mask.reshape(-1).nonzero().squeeze(1)
-        groups = _equal_length_runs(attention_mask.sum(dim=1))
+        flat_mask = attention_mask.reshape(-1)
+        if token_count is None:
+            real = flat_mask.nonzero().squeeze(1)
+        else:
+            real = torch.nonzero_static(flat_mask, size=token_count).squeeze(1)
         x = self._embed(input_ids, token_type_ids, real, width)
         n = len(real)
+        if self.varlen:
+            lengths = attention_mask.sum(dim=1)
+            offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+            attend = partial(_varlen_attention, offsets=offsets, longest=width)
+        else:
+            attend = partial(_attention_by_runs, runs=_equal_length_runs(attention_mask.sum(1)))
         # oneDNN compiles and keeps a kernel for every shape it meets (about 0.6 MiB and
-        # 2 ms each, measured): padding rows keep the shapes few.
-        rows = padded_rows(n)
+        # 2 ms each, measured): padding rows keep the shapes few. GPU libraries need none.
+        rows = padded_rows(n) if x.device.type == "cpu" else n
         if rows > n:
             x = torch.cat([x, x.new_zeros(rows - n, x.shape[1])])
         for layer in self.model.encoder.layer:
-            x = self._layer(layer, x, groups, n)
+            x = self._layer(layer, x, attend, n)
         out = x.new_zeros(batch * width, x.shape[1])
         out[real] = x[:n]
         return out.view(batch, width, -1)
@@ -155,23 +182,15 @@ class PackedBert:
         return embeddings.LayerNorm(x)
 
     def _layer(
-        self, layer: torch.nn.Module, x: torch.Tensor, groups: list[tuple[int, int, int]], n: int
+        self, layer: torch.nn.Module, x: torch.Tensor, attend: Attention, n: int
     ) -> torch.Tensor:
         """One transformer layer on packed rows, of which the first ``n`` are tokens."""
         attention = layer.attention
-        heads = self.heads
-        head_size = x.shape[1] // heads
         products = self.products
         q, k, v = products.qkv(attention.self, x)
         context = torch.empty_like(q)
         context[n:] = 0  # padding rows attend to nothing
-        for start, length, count in groups:
-            span = slice(start, start + length * count)
-            shape = (count, length, heads, head_size)
-            scores = torch.nn.functional.scaled_dot_product_attention(
-                *(t[span].view(shape).transpose(1, 2) for t in (q, k, v)), scale=head_size**-0.5
-            )
-            context[span].view(shape).copy_(scores.transpose(1, 2))
+        attend(q[:n], k[:n], v[:n], context[:n], self.heads)
         output = attention.output
         x = output.LayerNorm(products.dense(output.dense, context, residual=x))
         intermediate = layer.intermediate
@@ -181,6 +200,72 @@ class PackedBert:
             hidden = intermediate.intermediate_act_fn(products.dense(intermediate.dense, x))
         output = layer.output
         return output.LayerNorm(products.dense(output.dense, hidden, residual=x))
+
+
+# Attention of packed (tokens, hidden) query, key and value rows into ``out``, per head.
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], None]
+
+
+def _attention_by_runs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    heads: int,
+    *,
+    runs: list[tuple[int, int, int]],
+) -> None:
+    """One dense attention call per run of equal-length texts (no mask needed)."""
+    head_size = q.shape[1] // heads
+    for start, length, count in runs:
+        span = slice(start, start + length * count)
+        shape = (count, length, heads, head_size)
+        scores = torch.nn.functional.scaled_dot_product_attention(
+            *(t[span].view(shape).transpose(1, 2) for t in (q, k, v)), scale=head_size**-0.5
+        )
+        out[span].view(shape).copy_(scores.transpose(1, 2))
+
+
+def _varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    heads: int,
+    *,
+    offsets: torch.Tensor,
+    longest: int,
+) -> None:
+    """One variable-length attention call: the texts as a jagged nested tensor."""
+    head_size = q.shape[1] // heads
+
+    def jagged(t: torch.Tensor) -> torch.Tensor:
+        # (tokens, heads, head size) -> (texts, heads, ragged length, head size)
+        values = t.reshape(-1, heads, head_size)
+        nested = torch.nested.nested_tensor_from_jagged(values, offsets, max_seqlen=longest)
+        return nested.transpose(1, 2)
+
+    scores = torch.nn.functional.scaled_dot_product_attention(
+        jagged(q), jagged(k), jagged(v), scale=head_size**-0.5
+    )
+    out.copy_(scores.transpose(1, 2).values().reshape(out.shape))
+
+
+@cache
+def varlen_attention_runs_on(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether jagged-tensor attention runs on ``device`` in ``dtype`` (tried once, cached).
+
+    Which kernels serve it depends on the GPU, the dtype and the torch build: a
+    tiny call answers, and the unpadded pass is used only where it does.
+    """
+    x = torch.ones(5, 64, device=device, dtype=dtype)
+    out = torch.empty_like(x)
+    offsets = torch.tensor([0, 2, 5], device=device)
+    try:
+        _varlen_attention(x, x, x, out, 2, offsets=offsets, longest=3)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return bool(torch.isfinite(out).all())
 
 
 def _equal_length_runs(lengths: torch.Tensor) -> list[tuple[int, int, int]]:

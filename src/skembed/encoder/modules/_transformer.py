@@ -15,7 +15,7 @@ import torch
 from .._config import field, read_json, size_field, write_json
 from ._base import Features, LoadContext, Module, register_module
 from ._int8 import calibrate_packed
-from ._packed import PackedBert
+from ._packed import PackedBert, varlen_attention_runs_on
 
 __all__ = ["Transformer", "check_model_config"]
 
@@ -72,14 +72,7 @@ class Transformer(Module):
         self.token_types = (
             "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in accepted
         )
-        device = next(auto_model.parameters()).device
-        # Measured on the CPU only (benchmarks/encode_cpu.py); accelerators keep the
-        # model's padded forward pass until the unpadded one is measured there.
-        self.packed = (
-            PackedBert(auto_model)
-            if device.type == "cpu" and PackedBert.supports(auto_model)
-            else None
-        )
+        self.packed = _unpadded_pass(auto_model)
         if int8:
             self.packed = calibrate_packed(
                 self.packed,
@@ -196,7 +189,9 @@ class Transformer(Module):
         types = features.get("token_type_ids") if self.token_types else None
         if self.packed is not None and not self.training and not torch.is_grad_enabled():
             # The fused products are inference-only: with gradients the model's own pass runs.
-            features["token_embeddings"] = self.packed(features["input_ids"], mask, types)
+            features["token_embeddings"] = self.packed(
+                features["input_ids"], mask, types, features.get("token_count")
+            )
             return features
         inputs = {"input_ids": features["input_ids"], "attention_mask": mask}
         if types is not None:
@@ -217,6 +212,29 @@ class Transformer(Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+def _unpadded_pass(model: torch.nn.Module) -> PackedBert | None:
+    """The unpadded pass for ``model`` where it runs, else None (the model's own pass).
+
+    On the CPU, attention per run of equal-length texts (benchmarks/encode_cpu.py). On
+    CUDA in float16 or bfloat16, one variable-length attention call per layer, where the
+    device's kernels take it; float32 there keeps the model's padded pass, which matches
+    the reference to 1e-7.
+    """
+    if not PackedBert.supports(model):
+        return None
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    if device.type == "cpu":
+        return PackedBert(model)
+    if (
+        device.type == "cuda"
+        and dtype in (torch.float16, torch.bfloat16)
+        and varlen_attention_runs_on(device, dtype)
+    ):
+        return PackedBert(model, varlen=True)
+    return None
 
 
 # Encoder-decoder configs whose encoder runs alone, by model type: the class that loads it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -96,6 +97,50 @@ def test_chunked_tokenization_keeps_order_and_truncation_flags(tiny_model, monke
     np.testing.assert_allclose(chunked.embeddings, expected.embeddings, atol=1e-6)
     np.testing.assert_array_equal(chunked.truncated, expected.truncated)
     assert chunked.truncated[-1] and chunked.n_truncated == expected.n_truncated
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_chunks_are_tokenized_ahead_of_the_model(tiny_model, monkeypatch, depth):
+    texts = [*sentences(37, varied=True), "the cat " * 40]
+    encoder = load_encoder(tiny_model, CPU)
+    expected = encoder.encode(texts)
+    monkeypatch.setattr(encoder_module, "_CHUNK_TEXTS", 4)
+    monkeypatch.setattr(Encoder, "prefetch", property(lambda self: depth))
+    events = []
+
+    class Recording(encoder_module.ThreadPoolExecutor):
+        def submit(self, fn, start, *args):
+            assert self._max_workers == depth
+            events.append(("tokenize", start))
+            return super().submit(fn, start, *args)
+
+    run_chunk = Encoder._run_chunk
+
+    def recording_run(self, prepared, *args):
+        events.append(("run", prepared.start))
+        return run_chunk(self, prepared, *args)
+
+    monkeypatch.setattr(encoder_module, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(Encoder, "_run_chunk", recording_run)
+    chunked = encoder.encode(texts)
+    np.testing.assert_allclose(chunked.embeddings, expected.embeddings, atol=1e-6)
+    np.testing.assert_array_equal(chunked.truncated, expected.truncated)
+    chunks = len(encoder_module._chunk_bounds(len(texts), 4))
+    runs = [i for i, (kind, _) in enumerate(events) if kind == "run"]
+    assert len(runs) == chunks
+    for index, position in enumerate(runs):
+        # When chunk `index` runs, the `depth` chunks after it are being tokenized.
+        handed_out = sum(kind == "tokenize" for kind, _ in events[:position])
+        assert handed_out == min(chunks, index + 1 + depth)
+
+
+def test_chunks_start_small_and_grow_to_the_cap():
+    bounds = encoder_module._chunk_bounds(20_000, 16_384)
+    assert bounds[0] == (0, 1024)
+    assert [stop - start for start, stop in bounds] == [1024, 2048, 4096, 8192, 4640]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    assert encoder_module._chunk_bounds(0, 8) == []
+    assert encoder_module._chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
 
 
 # --- out of memory ---------------------------------------------------------------------------
@@ -269,3 +314,11 @@ def test_similarity_peak_memory_is_close_to_the_output(metric, load_benchmark):
     )
     measured = json.loads(result.stdout)
     assert measured["extra"] < 1.5 * measured["output"], measured
+
+
+def test_a_gpu_tokenizes_two_chunks_ahead_and_the_cpu_one():
+    from types import SimpleNamespace
+
+    ahead = Encoder.prefetch.fget
+    assert ahead(SimpleNamespace(device=torch.device("cuda"))) == 2
+    assert ahead(SimpleNamespace(device=CPU)) == 1

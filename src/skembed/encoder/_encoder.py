@@ -8,6 +8,7 @@ input order; the modules themselves know how to load, save and run.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -175,6 +176,16 @@ class Encoder(EncoderLike):
         """
         return self.input_module.default_max_seq_length
 
+    @property
+    def prefetch(self) -> int:
+        """Chunks tokenized ahead of the one the model runs.
+
+        Two on a GPU, so that padding one chunk (Python, under the GIL) overlaps
+        tokenizing the next (Rust, without it); one on the CPU, whose cores the
+        model itself uses.
+        """
+        return 2 if self.device.type == "cuda" else 1
+
     def _batch_size(self, input_module: Module) -> int:
         # BERT encoders on the CPU run no padding: there the token budget alone sizes a batch,
         # and many rows make larger, faster matrix products.
@@ -290,15 +301,17 @@ class Encoder(EncoderLike):
         truncated = np.zeros(len(texts), dtype=bool)
         inputs = [run.prompt + text for text in texts] if run.prompt else list(texts)
         with torch.inference_mode():
-            for prepared in self._prepared_chunks(
+            chunks = self._prepared_chunks(
                 inputs,
                 run,
                 batch_size or self._batch_size(run.input_module),
                 max_batch_tokens or self.default_batch_tokens,
-            ):
-                rows, embeddings = self._run_chunk(
-                    prepared, run, settings.normalize_embeddings, progress
-                )
+            )
+            ran = (
+                (prepared, *self._run_chunk(prepared, run, settings.normalize_embeddings, progress))
+                for prepared in chunks
+            )
+            for prepared, rows, embeddings in self._copied_back(ran):
                 out[prepared.start + rows] = embeddings
                 truncated[prepared.start : prepared.start + len(prepared.truncated)] = (
                     prepared.truncated
@@ -312,21 +325,46 @@ class Encoder(EncoderLike):
         # A few batches per chunk: enough to overlap tokenizing with the model, few enough
         # that the tokenized chunk stays small next to the output. Batches are counted at
         # 64 tokens a text where the token budget, not the row count, bounds them.
-        chunk = min(_CHUNK_TEXTS, max(1024, 8 * min(max_rows, max_tokens // 64)))
-        starts = range(0, len(inputs), chunk)
-        with ThreadPoolExecutor(max_workers=1) as worker:
+        cap = min(_CHUNK_TEXTS, max(1024, 8 * min(max_rows, max_tokens // 64)))
+        bounds = _chunk_bounds(len(inputs), cap)
+        depth = self.prefetch
+        with ThreadPoolExecutor(max_workers=depth) as worker:
 
-            def submit(start: int) -> Future[PreparedChunk]:
-                part = inputs[start : start + chunk]
+            def submit(start: int, stop: int) -> Future[PreparedChunk]:
+                part = inputs[start:stop]
                 return worker.submit(self._prepare, start, part, run, max_rows, max_tokens)
 
-            pending = submit(starts[0]) if starts else None
-            for index in range(len(starts)):
-                assert pending is not None
-                prepared = pending.result()
-                if index + 1 < len(starts):
-                    pending = submit(starts[index + 1])
+            pending = deque(submit(*b) for b in bounds[:depth])
+            for index in range(len(bounds)):
+                prepared = pending.popleft().result()
+                if index + depth < len(bounds):
+                    pending.append(submit(*bounds[index + depth]))
                 yield prepared
+
+    def _copied_back(
+        self, ran: Iterator[tuple[PreparedChunk, np.ndarray, torch.Tensor]]
+    ) -> Iterator[tuple[PreparedChunk, np.ndarray, np.ndarray]]:
+        """Each chunk's embeddings on the host, in order.
+
+        From a GPU the copy of one chunk runs (pinned, asynchronous) while the next
+        chunk's batches are launched; it is waited for only after that, so the device
+        never idles on a copy back.
+        """
+        if self.device.type != "cuda":
+            for prepared, rows, embeddings in ran:
+                yield prepared, rows, embeddings.cpu().numpy()
+            return
+        pending = None
+        for prepared, rows, embeddings in ran:
+            host = torch.empty(embeddings.shape, dtype=embeddings.dtype, pin_memory=True)
+            host.copy_(embeddings, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+            if pending is not None:
+                yield _when_copied(*pending)
+            pending = (prepared, rows, host, copied)
+        if pending is not None:
+            yield _when_copied(*pending)
 
     def _run_chunk(
         self,
@@ -334,8 +372,8 @@ class Encoder(EncoderLike):
         run: _Run,
         normalize: bool,
         progress: Callable[[np.ndarray], None] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The chunk's rows (relative to its start) and their embeddings, in batch order."""
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """The chunk's rows (relative to its start) and their embeddings (on the device)."""
         rows, outputs = [], []
         for batch in prepared.batches:
             embeddings = self._forward_splitting_on_oom(batch, run)
@@ -345,8 +383,8 @@ class Encoder(EncoderLike):
             outputs.append(embeddings)
             if progress is not None:
                 progress(prepared.start + batch.rows)
-        # One device-to-host copy per chunk keeps the accelerator busy in between.
-        return np.concatenate(rows), torch.cat(outputs).cpu().numpy()
+        # One device-to-host copy per chunk (see _copied_back) keeps the device busy.
+        return np.concatenate(rows), torch.cat(outputs)
 
     def _prepare(
         self, start: int, texts: list[str], run: _Run, max_rows: int, max_tokens: int
@@ -419,6 +457,26 @@ class Encoder(EncoderLike):
             ``truncate_dim`` (see :meth:`FolderSpec.updated`).
         """
         save_folder(Path(path), self.spec.updated(**options))
+
+
+def _chunk_bounds(n: int, cap: int) -> list[tuple[int, int]]:
+    """(start, stop) of each tokenization chunk of ``n`` texts.
+
+    The first chunk is small and each next one twice as large, up to ``cap``: the
+    model starts after a short wait, and later chunks amortise their overhead.
+    """
+    bounds, start, size = [], 0, min(cap, 1024)
+    while start < n:
+        bounds.append((start, min(n, start + size)))
+        start, size = start + size, min(cap, 2 * size)
+    return bounds
+
+
+def _when_copied(
+    prepared: PreparedChunk, rows: np.ndarray, host: torch.Tensor, copied: torch.cuda.Event
+) -> tuple[PreparedChunk, np.ndarray, np.ndarray]:
+    copied.synchronize()
+    return prepared, rows, host.numpy()
 
 
 def _prompt_length(input_module: Module, prompt: str, max_length: int) -> int:

@@ -300,3 +300,24 @@ def test_float32_on_cuda_keeps_the_padded_pass_and_the_cpu_figures(real_model):
     encoder = load_encoder(real_model, torch.device("cuda"))
     assert encoder.input_module.packed is None
     np.testing.assert_allclose(encoder.encode(TEXTS).embeddings, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_pad_batch_places_every_token(tiny_model, left):
+    from skembed.encoder._batching import pad_batch
+
+    backend = load_encoder(tiny_model, CPU).input_module.backend(40)
+    texts = [*sentences(12, varied=True), "", "the cat " * 30]
+    encodings = backend.encode_batch_fast(texts, add_special_tokens=True)
+    arrays = pad_batch(encodings, pad_id=7, left=left, with_token_types=True)
+    width = max(len(e.ids) for e in encodings)
+    for row, encoding in enumerate(encodings):
+        n = len(encoding.ids)
+        span = slice(width - n, width) if left else slice(0, n)
+        pad = slice(0, width - n) if left else slice(n, width)
+        assert arrays["input_ids"][row, span].tolist() == encoding.ids
+        assert arrays["token_type_ids"][row, span].tolist() == encoding.type_ids
+        assert (arrays["input_ids"][row, pad] == 7).all()
+        assert arrays["attention_mask"][row].tolist() == [
+            int(i in range(width)[span]) for i in range(width)
+        ]

@@ -408,6 +408,7 @@ class Encoder(EncoderLike):
                 pad_id=first.tokenizer.pad_token_id or 0,
                 left=first.tokenizer.padding_side == "left",
                 with_token_types=first.token_types,
+                lengths=lengths[rows],
             )
             tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
             if pinned:

@@ -46,6 +46,39 @@ def test_gpu_model_packing_round_trip(tiny_model, tmp_path, load_benchmark):
 
 
 @pytest.mark.slow
+def test_gpu_benchmark_runs_every_part_in_one_call_on_the_cpu(tiny_model, tmp_path):
+    # The device machine gives minutes: the script must not fail halfway there.
+    script = str(BENCHMARKS / "encode_gpu.py")
+    packed = tmp_path / "packed"
+    subprocess.run(
+        [sys.executable, script, "pack", "--model", str(tiny_model), "--out", str(packed)],
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run(
+        [
+            *(sys.executable, script, "run", "--model", str(packed), "--device", "cpu"),
+            *("--limit", "60", "--long", "6", "--repeats", "1", "--random-weights"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for part in (
+        "Short texts (60)",
+        "max |skembed fp32 - reference fp32|",
+        "tokenizer alone: encode_batch",
+        "model alone",
+        "forward + pooling",
+        "sum of stages",
+        "Long texts (6,",
+        "skembed defaults, padded pass",
+    ):
+        assert part in result.stdout, part
+
+
+@pytest.mark.slow
 def test_grid_search_benchmark_counts_the_encodings_of_every_process(tiny_model):
     result = subprocess.run(
         [

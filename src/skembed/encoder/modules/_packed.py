@@ -252,13 +252,14 @@ def _varlen_attention(
 
 
 @cache
-def varlen_attention_runs_on(device: torch.device, dtype: torch.dtype) -> bool:
+def varlen_attention_runs_on(device: torch.device, dtype: torch.dtype, head_size: int = 32) -> bool:
     """Whether jagged-tensor attention runs on ``device`` in ``dtype`` (tried once, cached).
 
-    Which kernels serve it depends on the GPU, the dtype and the torch build: a
-    tiny call answers, and the unpadded pass is used only where it does.
+    Which kernels serve it depends on the GPU, the dtype, the head size and the
+    torch build: a tiny call answers, and the unpadded pass is used only where it
+    does.
     """
-    x = torch.ones(5, 64, device=device, dtype=dtype)
+    x = torch.ones(5, 2 * head_size, device=device, dtype=dtype)
     out = torch.empty_like(x)
     offsets = torch.tensor([0, 2, 5], device=device)
     try:

@@ -231,7 +231,9 @@ def _unpadded_pass(model: torch.nn.Module) -> PackedBert | None:
     if (
         device.type == "cuda"
         and dtype in (torch.float16, torch.bfloat16)
-        and varlen_attention_runs_on(device, dtype)
+        and varlen_attention_runs_on(
+            device, dtype, model.config.hidden_size // model.config.num_attention_heads
+        )
     ):
         return PackedBert(model, varlen=True)
     return None

@@ -42,6 +42,9 @@ class TruncationWarning(UserWarning):
 
     Only their first ``max_seq_length`` tokens were embedded, as in the reference
     library. The message names the first few rows; ``positions`` holds all of them.
+    ``SentenceEmbedder.count_tokens(X)`` gives every row's token count (the prompt
+    and special tokens included), so ``count_tokens(X) > max_seq_length_`` is the
+    mask of these rows; ``long_text="chunk"`` encodes such texts whole, as windows.
 
     Parameters
     ----------

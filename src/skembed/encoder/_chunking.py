@@ -178,9 +178,8 @@ def combine_windows(
         return np.ascontiguousarray(embeddings[starts], dtype=np.float32)
     if pooling == "max":
         return np.maximum.reduceat(embeddings, starts, axis=0).astype(np.float32, copy=False)
+    # In float64 a text of one window gets its embedding back exactly: e * w / w == e for a
+    # float32 e and an integer w (an empty text's window weighs 1).
     weights = np.maximum(tokens, 1).astype(np.float64)
     total = np.add.reduceat(embeddings * weights[:, None], starts, axis=0)
-    combined = (total / np.add.reduceat(weights, starts)[:, None]).astype(np.float32)
-    single = np.flatnonzero(np.diff(np.r_[starts, len(text)]) == 1)
-    combined[single] = embeddings[starts[single]]
-    return combined
+    return (total / np.add.reduceat(weights, starts)[:, None]).astype(np.float32)

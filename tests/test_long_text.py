@@ -1,0 +1,311 @@
+"""Long texts: windows (long_text="chunk") against the reference, what was cut, window search."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import sentences
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from skembed import PairedSimilarity, SentenceEmbedder, TruncationWarning, semantic_search
+
+pytestmark = pytest.mark.usefixtures("fresh_cache")
+
+PROMPT = "query: "
+
+
+def reference_windows(tokenizer, text, prompt, window, overlap):
+    """The windows of ``text`` as token ids, cut here from the tokenizer's own output.
+
+    Returns the windows and the text's tokens each holds, and the prompt length (the
+    [CLS] and prompt tokens) that the reference's pooling leaves out.
+    """
+    ids = tokenizer(prompt + text, truncation=False, verbose=False)["input_ids"]
+    head = len(tokenizer(prompt)["input_ids"]) - 1 if prompt else 1  # [CLS] + prompt
+    if len(ids) <= window:
+        return [ids], [len(ids) - head - 1], head
+    room = window - head - 1
+    body, out, tokens = ids[head:-1], [], []
+    for start in range(0, len(body), room - overlap):
+        span = body[start : start + room]
+        out.append(ids[:head] + span + ids[-1:])
+        tokens.append(len(span))
+        if start + room >= len(body):
+            break
+    return out, tokens, head
+
+
+def reference_embeddings(model, windows, prompt_length):
+    """The reference's forward pass on each window, given as token ids."""
+    rows = []
+    with torch.no_grad():
+        for ids in windows:
+            features = {
+                "input_ids": torch.tensor([ids]),
+                "attention_mask": torch.ones(1, len(ids), dtype=torch.int64),
+                "token_type_ids": torch.zeros(1, len(ids), dtype=torch.int64),
+                "prompt_length": prompt_length,
+            }
+            rows.append(model.forward(features)["sentence_embedding"][0].numpy())
+    return np.array(rows)
+
+
+def long_texts(n, seed=0):
+    """Texts of 3 to 90 words of the tiny vocabulary (most longer than a 24-token window)."""
+    rng = np.random.default_rng(seed)
+    words = "the cat dog sits plays garden man woman tv guitar new".split()
+    return [" ".join(rng.choice(words, rng.integers(3, 90))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def prompt_model(make_tiny_model):
+    """A tiny model whose pooling leaves the prompt out, as some models' do."""
+    return make_tiny_model(legacy_pooling_config=False, include_prompt=False, normalize=True)
+
+
+def check_against_reference(folder, texts, prompt, window, overlap):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(folder), device="cpu")
+    tokenizer = reference.tokenizer
+    embedder = SentenceEmbedder(
+        folder,
+        device="cpu",
+        prompt=prompt,
+        long_text="chunk",
+        chunk_tokens=window,
+        chunk_overlap=overlap,
+    ).fit()
+    got = embedder.transform(texts)
+    windows_got, text_index = embedder.transform_chunks(texts)
+    position = 0
+    for i, text in enumerate(texts):
+        windows, tokens, head = reference_windows(tokenizer, text, prompt or "", window, overlap)
+        rows = reference_embeddings(reference, windows, head if prompt else 0)
+        expected = (rows * np.array(tokens, dtype=np.float64)[:, None]).sum(0) / sum(tokens)
+        np.testing.assert_allclose(got[i], expected, atol=1e-5, err_msg=f"text {i}")
+        mine = windows_got[text_index == i]
+        np.testing.assert_allclose(mine, rows, atol=1e-5, err_msg=f"windows of text {i}")
+        position += len(windows)
+    assert position == len(windows_got)
+
+
+@pytest.mark.parametrize("prompt", [None, PROMPT])
+@pytest.mark.parametrize("overlap", [0, 5])
+def test_chunk_mean_is_the_token_weighted_mean_of_the_reference_windows(
+    prompt_model, prompt, overlap
+):
+    texts = long_texts(12)
+    assert max(len(t.split()) for t in texts) > 3 * 24  # several windows each
+    check_against_reference(prompt_model, texts, prompt, 24, overlap)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("prompt", [None, PROMPT])
+@pytest.mark.parametrize("overlap", [0, 32])
+def test_chunk_mean_matches_the_reference_on_the_real_model(real_model, prompt, overlap):
+    from skembed.datasets import load_stsb
+
+    frame = load_stsb("test")
+    sentences_ = list(frame["sentence1"][:400])
+    texts = [" ".join(sentences_[i : i + 50]) for i in range(0, 400, 50)]  # ~600-900 tokens
+    texts.append("A short one.")
+    check_against_reference(real_model, texts, prompt, 256, overlap)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "first"])
+@pytest.mark.parametrize("options", [{}, {"prompt": PROMPT, "normalize_embeddings": True}])
+def test_a_text_that_fits_gets_the_same_embedding_under_truncate_and_chunk(
+    prompt_model, pooling, options
+):
+    # 1 to 29 words: most fit in 24 tokens, some do not; and some fill the window exactly.
+    texts = sentences(40, varied=True) + [" ".join(["cat"] * n) for n in range(18, 24)]
+    params = dict(device="cpu", **options)
+    truncate = SentenceEmbedder(prompt_model, **params).fit()
+    chunk = SentenceEmbedder(prompt_model, long_text="chunk", chunk_pooling=pooling, **params)
+    counts = truncate.count_tokens(texts)
+    fits = counts <= 24
+    assert fits.sum() >= 10 and (~fits).sum() >= 5 and (counts == 24).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        expected = truncate.transform(texts)
+    got = chunk.fit().transform(texts)
+    np.testing.assert_array_equal(got[fits], expected[fits])
+    assert not np.allclose(got[~fits], expected[~fits]) or pooling == "first"
+
+
+def test_first_and_max_combine_the_windows(tiny_model):
+    texts = long_texts(6, seed=1)
+    first = SentenceEmbedder(tiny_model, device="cpu", long_text="chunk", chunk_pooling="first")
+    most = clone(first).set_params(chunk_pooling="max").fit()
+    windows, text_index = most.transform_chunks(texts)
+    starts = np.searchsorted(text_index, np.arange(len(texts)))
+    np.testing.assert_array_equal(first.fit().transform(texts), windows[starts])
+    np.testing.assert_allclose(
+        most.transform(texts), np.maximum.reduceat(windows, starts, axis=0), rtol=0, atol=0
+    )
+    with pytest.warns(TruncationWarning):
+        truncated = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
+    np.testing.assert_array_equal(first.transform(texts), truncated)
+
+
+def test_windows_of_all_texts_share_batches(tiny_model, monkeypatch):
+    from skembed.encoder import Encoder
+
+    batches = []
+    real = Encoder._forward
+
+    def spy(self, tensors, run):
+        batches.append(tensors["input_ids"].shape[0])
+        return real(self, tensors, run)
+
+    monkeypatch.setattr(Encoder, "_forward", spy)
+    texts = long_texts(30, seed=2)
+    embedder = SentenceEmbedder(
+        tiny_model, device="cpu", long_text="chunk", max_batch_tokens=100_000
+    ).fit()
+    embedder.transform(texts)
+    n_windows = len(embedder.transform_chunks(texts)[1])
+    assert n_windows > 2 * len(texts)
+    assert batches[0] == n_windows  # one batch holds every window of every text
+
+
+def test_the_policy_is_part_of_the_cache_key(tiny_model, encoded):
+    texts = long_texts(5, seed=3)
+    base = SentenceEmbedder(tiny_model, device="cpu")
+    with pytest.warns(TruncationWarning):
+        base.fit().transform(texts)
+    assert len(encoded) == 5
+    variants = [
+        {"long_text": "chunk"},
+        {"long_text": "chunk", "chunk_overlap": 4},
+        {"long_text": "chunk", "chunk_tokens": 16},
+        {"long_text": "chunk", "chunk_pooling": "max"},
+    ]
+    results = []
+    for params in variants:
+        results.append(clone(base).set_params(**params).fit().transform(texts))
+        results.append(clone(base).set_params(**params).fit().transform(texts))  # from the cache
+    assert len(encoded) == 5 + 5 * len(variants)
+    for a, b in zip(results[::2], results[1::2], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Chunk parameters mean nothing when truncating: the truncated rows are reused.
+    with pytest.warns(TruncationWarning):
+        clone(base).set_params(chunk_overlap=3).fit().transform(texts)
+    assert len(encoded) == 5 + 5 * len(variants)
+
+
+def test_grid_search_and_paired_similarity_take_the_policy(tiny_model):
+    texts = long_texts(12, seed=4)
+    pairs = list(zip(texts[:6], texts[6:], strict=True))
+    gold = np.linspace(0, 5, 6)
+    search = GridSearchCV(
+        SentenceEmbedder(tiny_model, device="cpu"),
+        {"long_text": ["truncate", "chunk"], "chunk_pooling": ["mean", "max"]},
+        cv=[(np.arange(6), np.arange(6))],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        search.fit(pairs, gold)
+    assert len(search.cv_results_["params"]) == 4
+    paired = PairedSimilarity(SentenceEmbedder(tiny_model, device="cpu", long_text="chunk"))
+    assert paired.get_params()["embedder__long_text"] == "chunk"
+    scores = paired.fit(pairs).transform(pairs)
+    chunked = SentenceEmbedder(tiny_model, device="cpu", long_text="chunk").fit()
+    np.testing.assert_allclose(scores[:, 0], chunked.similarity_pairwise(pairs), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"long_text": "split"}, "long_text"),
+        ({"chunk_pooling": "median"}, "chunk_pooling"),
+        ({"chunk_overlap": -1}, "chunk_overlap"),
+        ({"chunk_tokens": 0}, "chunk_tokens"),
+        ({"chunk_tokens": 25}, "exceeds max_seq_length=24"),
+        ({"long_text": "chunk", "chunk_overlap": 22}, "no room for chunk_overlap=22"),
+        ({"long_text": "chunk", "chunk_tokens": 6, "prompt": "a b c d"}, "no room"),
+    ],
+)
+def test_bad_long_text_parameters_are_refused_at_fit(tiny_model, params, message):
+    with pytest.raises(ValueError, match=message):
+        SentenceEmbedder(tiny_model, device="cpu", **params).fit()
+
+
+def test_missing_texts_in_chunks(tiny_model):
+    texts = [long_texts(1)[0], None, "the cat"]
+    zero = SentenceEmbedder(tiny_model, device="cpu", long_text="chunk", missing="zero").fit()
+    windows, text_index = zero.transform_chunks(texts)
+    assert (windows[text_index == 1] == 0).all() and (text_index == 1).sum() == 1
+    assert (zero.transform(texts)[1] == 0).all()
+    assert zero.count_tokens(texts)[1] == 0
+
+
+def test_truncate_dim_and_normalize_apply_to_windows(tiny_model):
+    texts = long_texts(4, seed=5)
+    embedder = SentenceEmbedder(
+        tiny_model, device="cpu", long_text="chunk", truncate_dim=8, normalize_embeddings=True
+    ).fit()
+    windows, _ = embedder.transform_chunks(texts)
+    assert windows.shape[1] == 8
+    np.testing.assert_allclose(np.linalg.norm(windows, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(embedder.transform(texts), axis=1), 1, atol=1e-6)
+
+
+# --- what was cut -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt", [None, PROMPT])
+def test_truncation_report_names_the_rows_the_reference_truncates(tiny_model, prompt):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(tiny_model), device="cpu")
+    # Around the limit: 20 to 27 tokens with the special tokens.
+    texts = [" ".join(["cat"] * n) for n in range(18, 26)] + sentences(30, varied=True)
+    if prompt:
+        reference.prompts = {"q": prompt}
+    features = reference.tokenize([(prompt or "") + t for t in texts])
+    kept = features["attention_mask"].sum(dim=1).numpy()
+    whole = [len(reference.tokenizer((prompt or "") + t)["input_ids"]) for t in texts]
+    cut_by_reference = np.flatnonzero(kept < np.array(whole))
+    assert 5 <= len(cut_by_reference) < len(texts)
+
+    embedder = SentenceEmbedder(tiny_model, device="cpu", prompt=prompt).fit()
+    counts = embedder.count_tokens(texts)
+    np.testing.assert_array_equal(counts, whole)
+    np.testing.assert_array_equal(
+        np.flatnonzero(counts > embedder.max_seq_length_), cut_by_reference
+    )
+    with pytest.warns(TruncationWarning) as caught:
+        embedder.transform(texts)
+    assert caught[0].message.positions == cut_by_reference.tolist()
+    # Chunked, nothing is cut: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncationWarning)
+        clone(embedder).set_params(long_text="chunk").fit().transform(texts)
+
+
+# --- search over long documents -------------------------------------------------------------
+
+
+def test_semantic_search_by_document_returns_the_best_window_per_document(tiny_model):
+    documents = long_texts(8, seed=6)
+    embedder = SentenceEmbedder(tiny_model, device="cpu", long_text="chunk").fit()
+    windows, text_index = embedder.transform_chunks(documents)
+    queries = embedder.transform(["the cat sits", "a man plays guitar"])
+    scores, found = semantic_search(queries, windows, top_k=3, groups=text_index)
+    full = np.asarray(embedder.similarity(queries, windows))
+    best = np.stack([full[:, text_index == d].max(axis=1) for d in range(len(documents))], 1)
+    np.testing.assert_array_equal(found, np.argsort(-best, axis=1, kind="stable")[:, :3])
+    np.testing.assert_allclose(scores, np.sort(best, axis=1)[:, ::-1][:, :3], atol=1e-6)
+    # Blocks of a few windows give the same answer.
+    small = semantic_search(queries, windows, top_k=3, groups=text_index, max_block_bytes=64)
+    np.testing.assert_array_equal(small[1], found)
+    with pytest.raises(ValueError, match="between 1 and the 8"):
+        semantic_search(queries, windows, top_k=9, groups=text_index)
+    with pytest.raises(ValueError, match="one integer per corpus row"):
+        semantic_search(queries, windows, groups=text_index[:-1])

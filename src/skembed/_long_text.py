@@ -19,13 +19,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._constraints import PositiveCount
 from ._model_settings import truncated
+from ._options import CHUNK_POOLINGS, LONG_TEXT_POLICIES
 from ._warnings import TruncationWarning, warn_at_caller
-from .encoder import CHUNK_POOLINGS, Chunking, EncoderLike, EncodeSettings
+from .encoder import Chunking, EncoderLike, EncodeSettings
 
-__all__ = ["LONG_TEXT_CONSTRAINTS", "LONG_TEXT_POLICIES", "LongTextMixin"]
-
-#: What ``long_text`` may be: cut a long text at the window, or encode all its windows.
-LONG_TEXT_POLICIES = ("truncate", "chunk")
+__all__ = ["LONG_TEXT_CONSTRAINTS", "LongTextMixin"]
 
 LONG_TEXT_CONSTRAINTS: dict[str, list] = {
     "long_text": [StrOptions(set(LONG_TEXT_POLICIES))],

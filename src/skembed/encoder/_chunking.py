@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._options import CHUNK_POOLINGS
+
 __all__ = [
     "CHUNK_POOLINGS",
     "Chunking",
@@ -24,10 +26,6 @@ __all__ = [
     "combine_windows",
     "cut_windows",
 ]
-
-#: How the window embeddings of a text are combined: their mean weighted by the text's
-#: tokens each window holds, their element-wise maximum, or the first window's.
-CHUNK_POOLINGS = ("mean", "max", "first")
 
 
 @dataclass(frozen=True)

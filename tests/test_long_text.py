@@ -309,3 +309,93 @@ def test_semantic_search_by_document_returns_the_best_window_per_document(tiny_m
         semantic_search(queries, windows, top_k=9, groups=text_index)
     with pytest.raises(ValueError, match="one integer per corpus row"):
         semantic_search(queries, windows, groups=text_index[:-1])
+
+
+# --- streaming encode -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source_suffix", [".txt", ".tsv", ".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".npy", ".csv", ".parquet"])
+def test_encode_streams_blocks_with_the_same_output(
+    capsys, monkeypatch, tiny_model, tmp_path, source_suffix, suffix
+):
+    import pandas as pd
+
+    from skembed import cli
+
+    texts = sentences(11, varied=True)
+    keys = [f"k{i}" for i in range(len(texts))]
+    source = tmp_path / f"in{source_suffix}"
+    column = [] if source_suffix == ".txt" else ["--column", "body"]
+    if source_suffix == ".txt":
+        source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    elif source_suffix == ".tsv":
+        source.write_text(
+            "key\tbody\n" + "".join(f"{k}\t{t}\n" for k, t in zip(keys, texts, strict=True))
+        )
+    else:
+        frame = pd.DataFrame({"key": keys, "body": texts})
+        if source_suffix == ".csv":
+            frame.to_csv(source, index=False)
+        else:
+            frame.to_parquet(source)
+    ids = [] if source_suffix == ".txt" or suffix == ".npy" else ["--id-column", "key"]
+    out = tmp_path / f"out{suffix}"
+    monkeypatch.setattr(cli, "_BLOCK_ROWS", 3)  # four blocks, the last one short
+    argv = [str(source), "-o", str(out), "--model", str(tiny_model), "--device", "cpu"]
+    with pytest.warns(TruncationWarning):
+        assert cli.main(["encode", *argv, *column, *ids]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote 11 x 32 embeddings to {out} (11 texts encoded" in err
+    with pytest.warns(TruncationWarning):  # some of the texts are long
+        expected = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
+    if suffix == ".npy":
+        np.testing.assert_array_equal(np.load(out), expected)
+        return
+    table = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    assert table.iloc[:, 0].tolist() == (list(range(11)) if not ids else keys)
+    np.testing.assert_allclose(table.iloc[:, 1:].to_numpy(np.float32), expected, atol=1e-6)
+
+
+def test_encode_names_a_missing_text_in_a_later_block(capsys, monkeypatch, tiny_model, tmp_path):
+    from skembed import cli
+
+    monkeypatch.setattr(cli, "_BLOCK_ROWS", 2)
+    source = tmp_path / "in.tsv"
+    source.write_text("body\na\nb\nc\n\ne\n\n", encoding="utf-8")
+    argv = ["encode", str(source), "-o", str(tmp_path / "o.npy"), "--column", "body"]
+    assert cli.main([*argv, "--model", str(tiny_model)]) == 1
+    err = capsys.readouterr().err
+    assert "2 missing text(s)" in err and "row 3 (line 5), row 5 (line 7)" in err
+    source.write_text("body\na\nb\nc\td\n", encoding="utf-8")
+    assert cli.main([*argv, "--model", str(tiny_model)]) == 1
+    assert "line 4 has 2 tab-separated fields" in capsys.readouterr().err
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_encode_chunks_long_texts(capsys, tiny_model, tmp_path):
+    from skembed import cli
+
+    texts = long_texts(5, seed=7)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    argv = [str(tmp_path / "in.txt"), "-o", str(out), "--model", str(tiny_model)]
+    options = ["--long-text", "chunk", "--chunk-overlap", "4", "--chunk-pooling", "max"]
+    assert cli.main(["encode", *argv, *options, "--device", "cpu"]) == 0
+    expected = SentenceEmbedder(
+        tiny_model, device="cpu", long_text="chunk", chunk_overlap=4, chunk_pooling="max"
+    ).fit()
+    np.testing.assert_array_equal(np.load(out), expected.transform(texts))
+
+
+def test_encode_names_truncated_rows_by_their_row_in_the_file(monkeypatch, tiny_model, tmp_path):
+    from skembed import cli
+
+    monkeypatch.setattr(cli, "_BLOCK_ROWS", 4)
+    texts = ["a cat"] * 9 + [" ".join(["cat"] * 40)] + ["a dog", " ".join(["dog"] * 30)]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    argv = [str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy"), "--model", str(tiny_model)]
+    with pytest.warns(TruncationWarning) as caught:
+        assert cli.main(["encode", *argv]) == 0
+    assert [w.message.positions for w in caught] == [[9, 11]]
+    assert "2 of 12 texts" in str(caught[0].message)

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._constraints import PositiveCount
 from ._model_settings import truncated
 from ._options import CHUNK_POOLINGS, LONG_TEXT_POLICIES
-from ._warnings import TruncationWarning, warn_at_caller
+from ._warnings import truncation_warning, warn_at_caller
 from .encoder import Chunking, EncoderLike, EncodeSettings
 
 __all__ = ["LONG_TEXT_CONSTRAINTS", "LongTextMixin"]
@@ -94,16 +94,7 @@ class LongTextMixin:
             return
         zeroed = present is not None and self.missing == "zero"
         positions = (np.asarray(present)[cut] if zeroed else cut).tolist()
-        shown = ", ".join(map(str, positions[:5])) + (", ..." if len(positions) > 5 else "")
-        warn_at_caller(
-            TruncationWarning(
-                f"{len(positions)} of {n_texts} texts are longer than "
-                f"max_seq_length={self.max_seq_length_} tokens and were truncated (rows "
-                f"{shown}; all in this warning's .positions; count_tokens(X) counts every "
-                "row's tokens, long_text='chunk' encodes them all).",
-                positions,
-            )
-        )
+        warn_at_caller(truncation_warning(positions, n_texts, self.max_seq_length_))
 
     def _chunking(self, chunked: bool) -> Chunking | None:
         """The encoder's chunking for these parameters; ``None`` unless ``chunked``."""

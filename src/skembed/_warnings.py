@@ -6,7 +6,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["TruncationWarning", "warn_at_caller"]
+__all__ = ["TruncationWarning", "truncation_warning", "warn_at_caller"]
 
 # Frames in these packages are skipped: a warning raised while a Pipeline runs
 # fit_transform names the user's call of the Pipeline.
@@ -72,3 +72,16 @@ class TruncationWarning(UserWarning):
     def __init__(self, message: str, positions: list[int]) -> None:
         super().__init__(message)
         self.positions = list(positions)
+
+
+def truncation_warning(
+    positions: list[int], n_texts: int, max_seq_length: int
+) -> TruncationWarning:
+    """The :class:`TruncationWarning` of ``positions``, the rows cut among ``n_texts``."""
+    shown = ", ".join(map(str, positions[:5])) + (", ..." if len(positions) > 5 else "")
+    return TruncationWarning(
+        f"{len(positions)} of {n_texts} texts are longer than max_seq_length={max_seq_length} "
+        f"tokens and were truncated (rows {shown}; all in this warning's .positions; "
+        "count_tokens(X) counts every row's tokens, long_text='chunk' encodes them all).",
+        positions,
+    )

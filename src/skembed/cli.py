@@ -9,6 +9,7 @@ import itertools
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ._options import (
     allows_missing,
 )
 from ._similarity_function import SimilarityFunction
+from ._warnings import TruncationWarning, truncation_warning
 from .datasets import SPLITS
 
 __all__ = ["main"]
@@ -430,16 +432,29 @@ def _encode(args: argparse.Namespace) -> None:
         )
     before = work_counts()["texts_encoded"]
     bar = tqdm(total=rows, desc="Encoding", unit="text", disable=not _show_progress(args))
+    cut: list[int] = []  # the rows truncated, told once at the end, numbered in the file
     with bar, _no_process_cache(), _written(output) as handle:
         writer = _Writer(handle, suffix, rows, columns, id_name)
         written = 0
         for block in data.blocks():
-            writer.write(block, embedder.transform(block.texts))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", TruncationWarning)
+                embeddings = embedder.transform(block.texts)
+            for warning in caught:
+                if isinstance(warning.message, TruncationWarning):
+                    cut += [block.start + i for i in warning.message.positions]
+                else:
+                    warnings.warn_explicit(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )
+            writer.write(block, embeddings)
             written += len(block.texts)
             bar.update(len(block.texts))
         writer.close()
         if written != rows:
             raise ValueError(f"{source} changed while it was read ({rows} rows, then {written}).")
+    if cut:
+        warnings.warn(truncation_warning(cut, rows, embedder.max_seq_length_), stacklevel=1)
     encoded = work_counts()["texts_encoded"] - before
     print(
         f"wrote {rows} x {len(columns)} embeddings to {output} ({encoded} texts encoded, the "

@@ -399,3 +399,87 @@ def test_encode_names_truncated_rows_by_their_row_in_the_file(monkeypatch, tiny_
         assert cli.main(["encode", *argv]) == 0
     assert [w.message.positions for w in caught] == [[9, 11]]
     assert "2 of 12 texts" in str(caught[0].message)
+
+
+def _encode_process(tiny_model, source, out, *extra):
+    """``skembed encode`` in a child process on the tiny model: the command line."""
+    import sys
+
+    return [
+        sys.executable, "-m", "skembed", "encode", str(source), "-o", str(out),
+        "--model", str(tiny_model), "--device", "cpu", "--quiet", *map(str, extra),
+    ]  # fmt: skip
+
+
+def _numbered_lines(path, n):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{i} cat\n" for i in range(n))
+
+
+@pytest.mark.slow
+def test_encode_memory_does_not_grow_with_the_input(tiny_model, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    # Each size in a process of its own, whose largest child is the command.
+    measure = (
+        "import resource, subprocess, sys, json; "
+        "subprocess.run(json.loads(sys.argv[1]), check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    peaks = {}
+    for n in (100_000, 1_000_000):
+        source = tmp_path / f"{n}.txt"
+        _numbered_lines(source, n)
+        command = _encode_process(tiny_model, source, tmp_path / f"{n}.npy")
+        done = subprocess.run(
+            [sys.executable, "-c", measure, json.dumps(command)],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        peaks[n] = int(done.stdout.split()[-1])
+        assert np.load(tmp_path / f"{n}.npy", mmap_mode="r").shape == (n, 32)
+    print(f"peak RSS (KiB): {peaks}")
+    assert peaks[1_000_000] <= 1.2 * peaks[100_000], peaks
+
+
+@pytest.mark.slow
+def test_encode_killed_midway_resumes_encoding_only_the_rest(tiny_model, tmp_path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from skembed.cache import DiskEmbeddingStore
+
+    n = 150_000
+    source, memory = tmp_path / "in.txt", tmp_path / "memory"
+    _numbered_lines(source, n)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "out.npy"
+    command = _encode_process(tiny_model, source, out, "--memory", memory)
+    child = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    store = DiskEmbeddingStore(memory)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and child.poll() is None:
+        if memory.exists() and len(store) >= 3 * 8192:
+            break
+        time.sleep(0.2)
+    assert child.poll() is None, "the command ended before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    stored = len(store)
+    assert 0 < stored < n and not out.exists()
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    encoded = int(re.search(r"\((\d+) texts encoded", resumed.stderr).group(1))
+    assert encoded == n - stored, resumed.stderr
+    # A partial file of the killed run is not left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "memory", "out.npy"]
+
+    whole = tmp_path / "whole.npy"
+    subprocess.run(_encode_process(tiny_model, source, whole), env=env, check=True)
+    np.testing.assert_array_equal(np.load(out), np.load(whole))

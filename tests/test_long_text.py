@@ -346,7 +346,7 @@ def test_encode_streams_blocks_with_the_same_output(
     with pytest.warns(TruncationWarning):
         assert cli.main(["encode", *argv, *column, *ids]) == 0
     err = capsys.readouterr().err
-    assert f"wrote 11 x 32 embeddings to {out} (11 texts encoded" in err
+    assert f"wrote 11 x 32 embeddings to {out} (11 texts encoded)" in err
     with pytest.warns(TruncationWarning):  # some of the texts are long
         expected = SentenceEmbedder(tiny_model, device="cpu").fit().transform(texts)
     if suffix == ".npy":

@@ -457,8 +457,7 @@ def _encode(args: argparse.Namespace) -> None:
         warnings.warn(truncation_warning(cut, rows, embedder.max_seq_length_), stacklevel=1)
     encoded = work_counts()["texts_encoded"] - before
     print(
-        f"wrote {rows} x {len(columns)} embeddings to {output} ({encoded} texts encoded, the "
-        "other rows repeated or found in --memory)",
+        f"wrote {rows} x {len(columns)} embeddings to {output} ({encoded} texts encoded)",
         file=sys.stderr,
     )
 

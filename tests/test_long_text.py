@@ -483,3 +483,15 @@ def test_encode_killed_midway_resumes_encoding_only_the_rest(tiny_model, tmp_pat
     whole = tmp_path / "whole.npy"
     subprocess.run(_encode_process(tiny_model, source, whole), env=env, check=True)
     np.testing.assert_array_equal(np.load(out), np.load(whole))
+
+
+def test_several_devices_give_the_same_windows_in_input_order(tiny_model):
+    texts = long_texts(9, seed=8)
+    one = SentenceEmbedder(tiny_model, device="cpu", long_text="chunk", chunk_overlap=3).fit()
+    spread = clone(one).set_params(device=["cpu", "cpu"]).fit()
+    for got, expected in zip(
+        spread.transform_chunks(texts), one.transform_chunks(texts), strict=True
+    ):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(spread.count_tokens(texts), one.count_tokens(texts))
+    np.testing.assert_array_equal(spread.transform(texts), one.transform(texts))

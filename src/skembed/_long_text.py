@@ -9,7 +9,6 @@ encoder's (:mod:`skembed.encoder._chunking`).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from numbers import Integral
 from typing import Any
 
@@ -140,23 +139,15 @@ class LongTextMixin:
         self._check_columns(X)
         texts = self._texts(X)
         missing = [i for i, text in enumerate(texts) if text is None]
-        settings = self._settings(chunked=True)
-        if self.truncate_dim_ is not None:
-            # Normalised after the cut, as transform does.
-            settings = replace(settings, normalize_embeddings=False)
         result = self._get_encoder().encode_chunks(
             [text or "" for text in texts],
-            settings,
+            self._settings(chunked=True),  # with truncate_dim, normalised after the cut below
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
         )
         embeddings = result.embeddings
         if self.truncate_dim_ is not None:
-            embeddings = truncated(
-                embeddings,
-                self.truncate_dim_,
-                self.normalize_embeddings,
-            )
+            embeddings = truncated(embeddings, self.truncate_dim_, self.normalize_embeddings)
         if missing and self.missing == "zero":
             embeddings[np.isin(result.text, missing)] = 0.0
         return embeddings, result.text

@@ -398,7 +398,14 @@ def test_encode_names_truncated_rows_by_their_row_in_the_file(monkeypatch, tiny_
     with pytest.warns(TruncationWarning) as caught:
         assert cli.main(["encode", *argv]) == 0
     assert [w.message.positions for w in caught] == [[9, 11]]
-    assert "2 of 12 texts" in str(caught[0].message)
+    assert "2 of 12 texts" in str(caught[0].message) and "rows 9, 11; all in" in str(
+        caught[0].message
+    )
+    monkeypatch.setattr(cli, "_KEPT_POSITIONS", 1)  # the count goes on; the positions stop
+    with pytest.warns(TruncationWarning) as caught:
+        assert cli.main(["encode", *argv, "--overwrite"]) == 0
+    assert [w.message.positions for w in caught] == [[9]]
+    assert "2 of 12 texts" in str(caught[0].message) and "the first 1 in" in str(caught[0].message)
 
 
 def _encode_process(tiny_model, source, out, *extra):

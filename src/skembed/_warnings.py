@@ -75,13 +75,18 @@ class TruncationWarning(UserWarning):
 
 
 def truncation_warning(
-    positions: list[int], n_texts: int, max_seq_length: int
+    positions: list[int], n_texts: int, max_seq_length: int, total: int | None = None
 ) -> TruncationWarning:
-    """The :class:`TruncationWarning` of ``positions``, the rows cut among ``n_texts``."""
-    shown = ", ".join(map(str, positions[:5])) + (", ..." if len(positions) > 5 else "")
+    """The :class:`TruncationWarning` of ``positions``, rows cut among ``n_texts``.
+
+    ``total``: how many rows were cut, when ``positions`` holds only the first ones.
+    """
+    total = len(positions) if total is None else total
+    shown = ", ".join(map(str, positions[:5])) + (", ..." if total > 5 else "")
+    held = "all" if total == len(positions) else f"the first {len(positions)}"
     return TruncationWarning(
-        f"{len(positions)} of {n_texts} texts are longer than max_seq_length={max_seq_length} "
-        f"tokens and were truncated (rows {shown}; all in this warning's .positions; "
+        f"{total} of {n_texts} texts are longer than max_seq_length={max_seq_length} "
+        f"tokens and were truncated (rows {shown}; {held} in this warning's .positions; "
         "count_tokens(X) counts every row's tokens, long_text='chunk' encodes them all).",
         positions,
     )

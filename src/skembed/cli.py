@@ -45,6 +45,8 @@ _DEFAULT_MISSING = MISSING_POLICIES[0]
 # Rows read, encoded and written at a time by ``encode``: its memory does not grow with the
 # input's length.
 _BLOCK_ROWS = 8192
+# Rows the truncation warning of ``encode`` holds at most (it counts them all).
+_KEPT_POSITIONS = 1000
 
 
 def _embedder(args: argparse.Namespace, **params) -> Any:
@@ -432,7 +434,10 @@ def _encode(args: argparse.Namespace) -> None:
         )
     before = work_counts()["texts_encoded"]
     bar = tqdm(total=rows, desc="Encoding", unit="text", disable=not _show_progress(args))
-    cut: list[int] = []  # the rows truncated, told once at the end, numbered in the file
+    # The rows truncated, told once at the end, numbered in the file: the first ones, and
+    # how many (a list of them all would grow with the input).
+    cut: list[int] = []
+    n_cut = 0
     with bar, _no_process_cache(), _written(output) as handle:
         writer = _Writer(handle, suffix, rows, columns, id_name)
         written = 0
@@ -442,7 +447,9 @@ def _encode(args: argparse.Namespace) -> None:
                 embeddings = embedder.transform(block.texts)
             for warning in caught:
                 if isinstance(warning.message, TruncationWarning):
-                    cut += [block.start + i for i in warning.message.positions]
+                    positions = warning.message.positions
+                    cut += [block.start + i for i in positions[: _KEPT_POSITIONS - len(cut)]]
+                    n_cut += len(positions)
                 else:
                     warnings.warn_explicit(
                         warning.message, warning.category, warning.filename, warning.lineno
@@ -453,8 +460,8 @@ def _encode(args: argparse.Namespace) -> None:
         writer.close()
         if written != rows:
             raise ValueError(f"{source} changed while it was read ({rows} rows, then {written}).")
-    if cut:
-        warnings.warn(truncation_warning(cut, rows, embedder.max_seq_length_), stacklevel=1)
+    if n_cut:
+        warnings.warn(truncation_warning(cut, rows, embedder.max_seq_length_, n_cut), stacklevel=1)
     encoded = work_counts()["texts_encoded"] - before
     print(
         f"wrote {rows} x {len(columns)} embeddings to {output} ({encoded} texts encoded)",

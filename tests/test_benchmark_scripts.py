@@ -45,6 +45,25 @@ def test_gpu_model_packing_round_trip(tiny_model, tmp_path, load_benchmark):
     assert random.shape == original.shape
 
 
+def test_long_text_benchmark_runs_quickly(tiny_model):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "long_text.py"),
+            *("--docs", "3", "--repeats", "1", "--min-tokens", "60", "--max-tokens", "90"),
+            *("--model", str(tiny_model)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    for name in ("skembed truncate", "skembed chunk", "skembed window texts", "reference"):
+        assert f"\n{name} " in result.stdout, result.stdout
+    assert "chunk time / skembed window texts time: " in result.stdout
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_every_part_in_one_call_on_the_cpu(tiny_model, tmp_path):
     # The device machine gives minutes: the script must not fail halfway there.

@@ -33,6 +33,7 @@ LAYERS = [
             "_model_settings",
             "_model_card",
             "_embedder",
+            "_long_text",
             "_evaluation",
             "_pair_similarity",
             "_quantization",

@@ -6,9 +6,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-from .encoder import EncodeResult, EncoderLike, EncodeSettings, FolderSpec
+from .encoder import EncodeResult, EncoderLike, EncodeSettings, FolderSpec, WindowEmbeddings
 
 
 class DeferredEncoder(EncoderLike):
@@ -99,6 +100,16 @@ class DeferredEncoder(EncoderLike):
     ) -> EncodeResult:
         """Load the model if needed and encode; see :meth:`Encoder.encode`."""
         return self.loaded().encode(texts, settings, **options)
+
+    def encode_chunks(
+        self, texts: list[str], settings: EncodeSettings, **options: Any
+    ) -> WindowEmbeddings:
+        """Load the model if needed; see :meth:`Encoder.encode_chunks`."""
+        return self.loaded().encode_chunks(texts, settings, **options)
+
+    def count_tokens(self, texts: list[str], settings: EncodeSettings | None = None) -> np.ndarray:
+        """Load the model if needed; see :meth:`Encoder.count_tokens`."""
+        return self.loaded().count_tokens(texts, settings)
 
     def save(self, path: str | os.PathLike[str], **options: Any) -> None:
         """Load the model if needed and save it; see :meth:`Encoder.save`."""

@@ -31,6 +31,7 @@ from ._inputs import (
     embed_pairs,
     looks_like_text,
 )
+from ._long_text import LONG_TEXT_CONSTRAINTS, LongTextMixin
 from ._model_card import model_card
 from ._model_settings import (
     checked_max_seq_length,
@@ -41,7 +42,6 @@ from ._model_settings import (
 )
 from ._options import DEFAULT_MODEL, DTYPE_CHOICES, MISSING_POLICIES, ROLES, allows_missing
 from ._similarity import SimilarityFunction, paired_similarity, similarity
-from ._warnings import TruncationWarning, warn_at_caller
 from .cache import DiskEmbeddingStore, encode_cached, open_store
 from .encoder import (
     Encoder,
@@ -56,7 +56,7 @@ from .parallel import is_dask_collection, transform_dask
 __all__ = ["SentenceEmbedder"]
 
 
-class SentenceEmbedder(TextInputMixin, TransformerMixin, BaseEstimator):
+class SentenceEmbedder(LongTextMixin, TextInputMixin, TransformerMixin, BaseEstimator):
     """Encode texts into sentence embeddings with a transformer model.
 
     A scikit-learn transformer that reproduces sentence-transformers'
@@ -106,9 +106,29 @@ default=None
         tokens.
     max_seq_length : int, default=None
         Token limit per text; ``None`` means the model's. Longer texts are
-        truncated, with a warning that counts them. A StaticEmbedding model
+        truncated (``long_text="truncate"``), with a warning that names them;
+        :meth:`count_tokens` gives every text's count. A StaticEmbedding model
         reads whole texts and refuses a limit; a Router applies one to its
         transformer routes.
+    long_text : {"truncate", "chunk"}, default="truncate"
+        What happens to a text longer than the window: ``"truncate"`` keeps
+        its first ``max_seq_length`` tokens (the reference library's way);
+        ``"chunk"`` encodes all of it, as windows of ``chunk_tokens`` tokens
+        cut from one tokenization of the text (each with the special tokens
+        and the prompt, the prompt left out of the pooling when the model says
+        so), and combines their embeddings (the model's whole pipeline, a
+        Normalize module included, per window) by ``chunk_pooling``; then
+        ``normalize_embeddings`` applies. A text that fits one window gets the
+        same embedding either way. Part of the cache key.
+    chunk_tokens : int, default=None
+        Most tokens per window, prompt and special tokens included; ``None``
+        means ``max_seq_length_``, the most allowed.
+    chunk_overlap : int, default=0
+        Tokens of the text two consecutive windows share.
+    chunk_pooling : {"mean", "max", "first"}, default="mean"
+        How the windows' embeddings make the text's: their mean weighted by
+        the text's tokens each holds, their element-wise maximum, or the first
+        window's.
     normalize_embeddings : bool, default=False
         L2-normalise the embeddings (after ``truncate_dim``, as the reference
         library does).
@@ -177,6 +197,8 @@ default=None
         The ``truncate_dim`` in effect (the parameter, else the model's).
     max_seq_length_ : int
         Effective token limit.
+    chunk_tokens_ : int
+        Effective window of :meth:`transform_chunks` and ``long_text="chunk"``.
     prompt_ : str or None
         Effective prompt.
     prompts_ : dict of str to str
@@ -224,6 +246,7 @@ default=None
         "cache_folder": [str, os.PathLike, None],
         "missing": [StrOptions(set(MISSING_POLICIES))],
         "memory": [str, os.PathLike, joblib.Memory, DiskEmbeddingStore, None],
+        **LONG_TEXT_CONSTRAINTS,
     }
 
     def __init__(
@@ -248,6 +271,10 @@ default=None
         cache_folder: str | os.PathLike[str] | None = None,
         missing: str = "error",
         memory: Any = None,
+        long_text: str = "truncate",
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
+        chunk_pooling: str = "mean",
     ) -> None:
         self.model_name_or_path = model_name_or_path
         self.similarity_fn_name = similarity_fn_name
@@ -268,6 +295,10 @@ default=None
         self.cache_folder = cache_folder
         self.missing = missing
         self.memory = memory
+        self.long_text = long_text
+        self.chunk_tokens = chunk_tokens
+        self.chunk_overlap = chunk_overlap
+        self.chunk_pooling = chunk_pooling
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> SentenceEmbedder:
@@ -307,6 +338,7 @@ default=None
             self.prompt, self.prompt_name, self.prompts, self.role, spec
         )
         self.model_similarity_fn_name_ = checked_model_metric(spec, folder)
+        self._check_long_text(encoder, self._settings(chunked=False))
         return self
 
     def _reset(self) -> None:
@@ -433,12 +465,19 @@ default=None
     def _texts(self, X: Any, what: str = "X") -> list[str | None]:
         return as_texts(X, what, allow_missing=allows_missing(self.missing))
 
-    def _embed(self, texts: list[str | None]) -> np.ndarray:
-        """Encode texts through the caches, applying the missing-text policy.
+    def _settings(self, chunked: bool) -> EncodeSettings:
+        """What the encoder is asked for (all of it part of the cache key)."""
+        return EncodeSettings(
+            max_seq_length=self.max_seq_length_,
+            prompt=self.prompt_,
+            # Normalising comes after the cut: the cache holds the full rows unnormalised.
+            normalize_embeddings=self.normalize_embeddings and self.truncate_dim_ is None,
+            task=self.role,
+            chunking=self._chunking(chunked),
+        )
 
-        Warns (:class:`~skembed.TruncationWarning`) when texts are longer than
-        ``max_seq_length_``, naming their rows.
-        """
+    def _embed(self, texts: list[str | None]) -> np.ndarray:
+        """Encode through the caches, missing texts as ``missing`` says; warn of cut texts."""
         # Rows with a text; None when every row has one (no per-text work for the usual case).
         present = [i for i, text in enumerate(texts) if text is not None] if None in texts else None
         if present is None:
@@ -450,13 +489,7 @@ default=None
         result = encode_cached(
             self._get_encoder(),
             to_encode,
-            EncodeSettings(
-                max_seq_length=self.max_seq_length_,
-                prompt=self.prompt_,
-                # Normalising comes after the cut: the cache holds the full rows unnormalised.
-                normalize_embeddings=self.normalize_embeddings and self.truncate_dim_ is None,
-                task=self.role,
-            ),
+            self._settings(chunked=self.long_text == "chunk"),
             store=self._store(),
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
@@ -465,19 +498,7 @@ default=None
         embeddings = result.embeddings
         if self.truncate_dim_ is not None:
             embeddings = truncated(embeddings, self.truncate_dim_, self.normalize_embeddings)
-        cut = np.flatnonzero(result.truncated)
-        if len(cut):
-            zeroed = present is not None and self.missing == "zero"
-            positions = (np.asarray(present)[cut] if zeroed else cut).tolist()
-            shown = ", ".join(map(str, positions[:5])) + (", ..." if len(positions) > 5 else "")
-            warn_at_caller(
-                TruncationWarning(
-                    f"{len(positions)} of {len(texts)} texts are longer than "
-                    f"max_seq_length={self.max_seq_length_} tokens and were truncated (rows "
-                    f"{shown}; all in this warning's .positions).",
-                    positions,
-                )
-            )
+        self._warn_truncated(result.truncated, present, len(texts))
         if present is None or self.missing != "zero":
             return embeddings
         out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
@@ -515,28 +536,6 @@ default=None
             return transform_dask(self, X)
         self._check_columns(X)
         return self._embed(self._texts(X))
-
-    def _check_columns(self, X: Any) -> None:
-        """Refuse an input whose columns are not those seen in :meth:`fit`.
-
-        A renamed or different column would silently get the fitted column's
-        feature names, so, unlike scikit-learn's warning, a mismatch is an error.
-        """
-        fitted = getattr(self, "n_features_in_", None)
-        if fitted is not None and fitted != 1:
-            raise ValueError(
-                f"This {type(self).__name__} was fitted on {fitted} text columns (text pairs); "
-                "transform takes one column of texts. Fit it on texts, or use "
-                "similarity_pairwise for pairs."
-            )
-        names = column_names(X)
-        fitted_names = getattr(self, "feature_names_in_", None)
-        if names is not None and fitted_names is not None and names != list(fitted_names):
-            raise ValueError(
-                f"X has column(s) {names}, but this {type(self).__name__} was fitted on "
-                f"{list(fitted_names)}; the output would be named after the wrong column. "
-                "Rename the column, or fit on this one."
-            )
 
     def _as_embeddings(self, X: Any, what: str) -> Any:
         return self._embed(self._texts(X, what)) if looks_like_text(X) else X

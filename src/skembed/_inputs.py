@@ -288,3 +288,25 @@ class TextInputMixin:
         tags.input_tags.string = True
         tags.input_tags.two_d_array = True
         return tags
+
+    def _check_columns(self, X: Any) -> None:
+        """Refuse an input whose columns are not those seen in :meth:`fit`.
+
+        A renamed or different column would silently get the fitted column's
+        feature names, so, unlike scikit-learn's warning, a mismatch is an error.
+        """
+        fitted = getattr(self, "n_features_in_", None)
+        if fitted is not None and fitted != 1:
+            raise ValueError(
+                f"This {type(self).__name__} was fitted on {fitted} text columns (text pairs); "
+                "transform takes one column of texts. Fit it on texts, or use "
+                "similarity_pairwise for pairs."
+            )
+        names = column_names(X)
+        fitted_names = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted_names is not None and names != list(fitted_names):
+            raise ValueError(
+                f"X has column(s) {names}, but this {type(self).__name__} was fitted on "
+                f"{list(fitted_names)}; the output would be named after the wrong column. "
+                "Rename the column, or fit on this one."
+            )

@@ -223,6 +223,7 @@ def semantic_search(
     metric: str | SimilarityFunction = "cosine",
     *,
     max_block_bytes: int | None = None,
+    groups: Any = None,
 ) -> tuple[Any, Any]:
     """Find the ``top_k`` most similar corpus rows for every query, streaming the corpus.
 
@@ -243,6 +244,12 @@ def semantic_search(
     max_block_bytes : int, default=None
         Size bound of one block of scores; ``None`` means
         ``DEFAULT_BLOCK_BYTES`` (64 MiB), as in :func:`similarity`.
+    groups : array-like of int of shape (n_corpus,), default=None
+        The group (e.g. the document) of each corpus row, such as the
+        ``text_index`` of ``SentenceEmbedder.transform_chunks``. Given, the
+        search ranks groups, each scored by its best row: ``indices`` are then
+        group ids, ``top_k`` at most the number of groups, and of equal scores
+        the lower group id comes first.
 
     Returns
     -------
@@ -278,8 +285,10 @@ def semantic_search(
     assert ops is not None  # a SimilarityFunction always has a table entry
     pair = _check_pair(queries, corpus, ("queries", "corpus"), sparse="refuse")
     q, c = pair.x, pair.y
-    top_k = checked_top_k(top_k, c.shape[0])
     budget = checked_block_bytes(max_block_bytes) // pair.dtype.itemsize
+    if groups is not None:
+        return _search_groups(ops, pair, groups, top_k, budget)
+    top_k = checked_top_k(top_k, c.shape[0])
     if budget < top_k:
         raise ValueError(
             f"max_block_bytes={max_block_bytes} holds fewer than top_k={top_k} scores."
@@ -301,6 +310,40 @@ def semantic_search(
             assert best is not None  # the corpus has at least top_k >= 1 rows
             scores[qs : qs + query_rows], indices[qs : qs + query_rows] = best
     return pair.wrap(scores), pair.wrap(indices)
+
+
+def _search_groups(
+    ops: _MetricOps, pair: _Pair, groups: Any, top_k: Any, budget: int
+) -> tuple[Any, Any]:
+    """The best ``top_k`` groups of corpus rows per query, a group scored by its best row."""
+    q, c = pair.x, pair.y
+    labels = np.asarray(groups.cpu() if isinstance(groups, torch.Tensor) else groups)
+    if labels.shape != (c.shape[0],) or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"groups must hold one integer per corpus row ({c.shape[0]}); got an array of "
+            f"shape {labels.shape} and dtype {labels.dtype}."
+        )
+    order = np.argsort(labels, kind="stable")
+    ids, starts, sizes = np.unique(labels[order], return_index=True, return_counts=True)
+    top_k = checked_top_k(top_k, len(ids))
+    rows = torch.from_numpy(order).to(c.device)
+    best = torch.empty((q.shape[0], len(ids)), dtype=pair.dtype, device=q.device)
+    # Blocks of whole groups, about budget / queries corpus rows each.
+    per_block = max(1, budget // max(q.shape[0], 1))
+    with torch.no_grad():
+        first = 0
+        while first < len(ids):
+            last = max(first + 1, int(np.searchsorted(starts, starts[first] + per_block)))
+            span = slice(int(starts[first]), int(starts[last - 1] + sizes[last - 1]))
+            q_block, c_block = _prepare(ops, pair, q, c[rows[span]])
+            block = _matrix_kernel(q_block, c_block, ops.name, None).to(pair.dtype)
+            owner = torch.repeat_interleave(torch.from_numpy(sizes[first:last])).to(q.device)
+            target = best[:, first:last].fill_(-torch.inf)
+            target.scatter_reduce_(1, owner.expand(q.shape[0], -1), block, "amax")
+            first = last
+        scores, positions = torch.sort(best, dim=1, descending=True, stable=True)
+    found = torch.from_numpy(ids.astype(np.int64)).to(positions.device)[positions[:, :top_k]]
+    return pair.wrap(scores[:, :top_k]), pair.wrap(found)
 
 
 def checked_block_bytes(max_block_bytes: Any) -> int:

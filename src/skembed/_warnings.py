@@ -6,7 +6,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["TruncationWarning", "warn_at_caller"]
+__all__ = ["TruncationWarning", "truncation_warning", "warn_at_caller"]
 
 # Frames in these packages are skipped: a warning raised while a Pipeline runs
 # fit_transform names the user's call of the Pipeline.
@@ -42,6 +42,9 @@ class TruncationWarning(UserWarning):
 
     Only their first ``max_seq_length`` tokens were embedded, as in the reference
     library. The message names the first few rows; ``positions`` holds all of them.
+    ``SentenceEmbedder.count_tokens(X)`` gives every row's token count (the prompt
+    and special tokens included), so ``count_tokens(X) > max_seq_length_`` is the
+    mask of these rows; ``long_text="chunk"`` encodes such texts whole, as windows.
 
     Parameters
     ----------
@@ -69,3 +72,21 @@ class TruncationWarning(UserWarning):
     def __init__(self, message: str, positions: list[int]) -> None:
         super().__init__(message)
         self.positions = list(positions)
+
+
+def truncation_warning(
+    positions: list[int], n_texts: int, max_seq_length: int, total: int | None = None
+) -> TruncationWarning:
+    """The :class:`TruncationWarning` of ``positions``, rows cut among ``n_texts``.
+
+    ``total``: how many rows were cut, when ``positions`` holds only the first ones.
+    """
+    total = len(positions) if total is None else total
+    shown = ", ".join(map(str, positions[:5])) + (", ..." if total > 5 else "")
+    held = "all" if total == len(positions) else f"the first {len(positions)}"
+    return TruncationWarning(
+        f"{total} of {n_texts} texts are longer than max_seq_length={max_seq_length} "
+        f"tokens and were truncated (rows {shown}; {held} in this warning's .positions; "
+        "count_tokens(X) counts every row's tokens, long_text='chunk' encodes them all).",
+        positions,
+    )

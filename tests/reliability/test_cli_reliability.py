@@ -302,11 +302,12 @@ def test_failed_write_leaves_the_previous_output(encode, monkeypatch, tmp_path):
     out = tmp_path / "out.npy"
     out.write_bytes(b"precious")
 
-    def fail_midway(handle, array):
-        handle.write(b"half a file")
+    def fail_midway(writer, block, embeddings):
+        writer.handle.write(b"half a file")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(np, "save", fail_midway)
+    # The rows are written block by block as they are encoded.
+    monkeypatch.setattr(cli._Writer, "write", fail_midway)
     assert_error(*encode(tmp_path / "in.txt", "-o", out, "--overwrite"), "No space left")
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy"]

@@ -35,11 +35,15 @@ def namespace_for(encoder: EncoderLike, settings: EncodeSettings) -> str:
     if settings.max_seq_length is None:
         # The default and the same limit given explicitly give the same embeddings.
         settings = replace(settings, max_seq_length=encoder.default_max_seq_length)
+    fields = asdict(settings)
+    if settings.chunking is None:
+        # Truncating, the key is the one of the stores written before chunking existed.
+        del fields["chunking"]
     payload = {
         "model": encoder.fingerprint,
         "device": encoder.device.type,
         "dtype": precision_key(encoder.dtype),
-        "settings": asdict(settings),
+        "settings": fields,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

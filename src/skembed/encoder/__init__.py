@@ -3,6 +3,7 @@
 Nothing here knows scikit-learn; the estimators build on it.
 """
 
+from ._chunking import CHUNK_POOLINGS, Chunking, WindowEmbeddings
 from ._counters import work_counts
 from ._encoder import Encoder
 from ._fingerprint import folder_fingerprint
@@ -15,12 +16,15 @@ from ._types import EncodeResult, EncodeSettings
 from .modules import precision_key
 
 __all__ = [
+    "CHUNK_POOLINGS",
+    "Chunking",
     "EncodeResult",
     "EncodeSettings",
     "Encoder",
     "EncoderGroup",
     "EncoderLike",
     "FolderSpec",
+    "WindowEmbeddings",
     "folder_fingerprint",
     "load_encoder",
     "load_encoders",

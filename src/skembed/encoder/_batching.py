@@ -9,6 +9,8 @@ from itertools import chain
 import numpy as np
 import torch
 
+from ._chunking import Windows
+
 __all__ = ["Batch", "PreparedChunk", "pad_batch", "plan_batches"]
 
 
@@ -30,11 +32,15 @@ class Batch:
 
 @dataclass(frozen=True)
 class PreparedChunk:
-    """A tokenized chunk of texts, ready for the model."""
+    """A tokenized chunk of texts, ready for the model.
+
+    With ``windows``, the batches' rows are those windows (the texts cut to fit).
+    """
 
     start: int
     truncated: np.ndarray
     batches: list[Batch]
+    windows: Windows | None = None
 
 
 def plan_batches(

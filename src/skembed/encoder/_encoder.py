@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ._batching import Batch, PreparedChunk, pad_batch, plan_batches
+from ._chunking import Chunking, WindowEmbeddings, combine_windows, cut_windows
 from ._counters import count
 from ._fingerprint import folder_fingerprint
 from ._folder import FolderSpec, read_folder, save_folder
@@ -297,15 +298,29 @@ class Encoder(EncoderLike):
         count("texts_encoded", len(texts))
         settings = settings or EncodeSettings()
         run = self._run_for(settings)
+        max_rows = batch_size or self._batch_size(run.input_module)
+        max_tokens = max_batch_tokens or self.default_batch_tokens
         out = np.empty((len(texts), self.embedding_dimension), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
+        if settings.chunking is not None:
+            # Nothing is cut: every token of a text is in one of its windows.
+            pooling = settings.chunking.pooling
+            for start, part in self._window_parts(texts, settings, run, max_rows, max_tokens):
+                n = int(part.text[-1]) + 1  # every text has a window
+                combined = combine_windows(part.embeddings, part.text, part.tokens, n, pooling)
+                if settings.normalize_embeddings:
+                    combined = _normalized(combined)
+                out[start : start + n] = combined
+                if progress is not None:
+                    progress(np.arange(start, start + n))
+            return EncodeResult(out, truncated)
         inputs = [run.prompt + text for text in texts] if run.prompt else list(texts)
         with torch.inference_mode():
             chunks = self._prepared_chunks(
                 inputs,
-                run,
-                batch_size or self._batch_size(run.input_module),
-                max_batch_tokens or self.default_batch_tokens,
+                max_rows,
+                max_tokens,
+                lambda start, part: self._prepare(start, part, run, max_rows, max_tokens),
             )
             ran = (
                 (prepared, *self._run_chunk(prepared, run, settings.normalize_embeddings, progress))
@@ -318,10 +333,118 @@ class Encoder(EncoderLike):
                 )
         return EncodeResult(out, truncated)
 
+    def encode_chunks(
+        self,
+        texts: list[str],
+        settings: EncodeSettings,
+        *,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> WindowEmbeddings:
+        """One embedding per window of each text, for ``settings.chunking``.
+
+        The windows that :meth:`encode` combines, each its own row
+        (L2-normalised with ``settings.normalize_embeddings``), for searching
+        long texts by their best passage.
+
+        Parameters
+        ----------
+        texts : list of str
+        settings : EncodeSettings
+            With ``chunking`` set.
+        batch_size, max_batch_tokens : int, optional
+            As for :meth:`encode`.
+
+        Returns
+        -------
+        WindowEmbeddings
+            The rows of each text consecutive, texts in input order.
+        """
+        if settings.chunking is None:
+            raise ValueError("encode_chunks needs settings with chunking.")
+        count("texts_encoded", len(texts))
+        run = self._run_for(settings)
+        max_rows = batch_size or self._batch_size(run.input_module)
+        max_tokens = max_batch_tokens or self.default_batch_tokens
+        parts = list(self._window_parts(texts, settings, run, max_rows, max_tokens))
+        embeddings = np.concatenate(
+            [part.embeddings for _, part in parts]
+            or [np.empty((0, self.embedding_dimension), dtype=np.float32)]
+        )
+        if settings.normalize_embeddings:
+            embeddings = _normalized(embeddings)
+        text = np.concatenate([part.text + start for start, part in parts] or [np.empty(0, int)])
+        tokens = np.concatenate([part.tokens for _, part in parts] or [np.empty(0, int)])
+        return WindowEmbeddings(embeddings, text.astype(np.int64), tokens.astype(np.int64))
+
+    def _window_parts(
+        self, texts: list[str], settings: EncodeSettings, run: _Run, max_rows: int, max_tokens: int
+    ) -> Iterator[tuple[int, WindowEmbeddings]]:
+        """The window embeddings of each chunk of ``texts``, with the chunk's first position.
+
+        The windows of all the texts of a chunk are batched together, as ordinary rows.
+        """
+        if not isinstance(run.input_module, Transformer):
+            raise ValueError(
+                f"long_text='chunk' cuts a transformer's tokens into windows; the model's input "
+                f"module is a {type(run.input_module).__name__}, which reads whole texts."
+            )
+        chunking = settings.chunking
+        assert chunking is not None
+        prompt_tokens = _prompt_tokens(run.input_module, run.prompt) if run.prompt else 0
+        inputs = [run.prompt + text for text in texts] if run.prompt else list(texts)
+
+        def prepare(start: int, part: list[str]) -> PreparedChunk:
+            return self._prepare_windows(
+                start, part, run, max_rows, max_tokens, chunking, prompt_tokens
+            )
+
+        with torch.inference_mode():
+            chunks = self._prepared_chunks(inputs, max_rows, max_tokens, prepare)
+            ran = ((prepared, *self._run_chunk(prepared, run, False, None)) for prepared in chunks)
+            for prepared, rows, embeddings in self._copied_back(ran):
+                windows = prepared.windows
+                assert windows is not None
+                out = np.empty((len(windows.text), self.embedding_dimension), dtype=np.float32)
+                out[rows] = embeddings
+                yield prepared.start, WindowEmbeddings(out, windows.text, windows.tokens)
+
+    def count_tokens(self, texts: list[str], settings: EncodeSettings | None = None) -> np.ndarray:
+        """Tokens of each text as the model's tokenizer counts them, nothing cut.
+
+        The prompt of ``settings`` and the special tokens are counted, so a text
+        is truncated exactly when its count exceeds the token limit.
+
+        Parameters
+        ----------
+        texts : list of str
+        settings : EncodeSettings, optional
+
+        Returns
+        -------
+        ndarray of shape (n_texts,), int64
+        """
+        run = self._run_for(settings or EncodeSettings())
+        first = run.input_module
+        backend = first.backend(None)
+        counts = np.empty(len(texts), dtype=np.int64)
+        for start in range(0, len(texts), _CHUNK_TEXTS):
+            part = texts[start : start + _CHUNK_TEXTS]
+            inputs = [run.prompt + text for text in part] if run.prompt else part
+            encodings = backend.encode_batch_fast(
+                inputs, add_special_tokens=first.add_special_tokens
+            )
+            counts[start : start + len(part)] = [len(e.ids) for e in encodings]
+        return counts
+
     def _prepared_chunks(
-        self, inputs: list[str], run: _Run, max_rows: int, max_tokens: int
+        self,
+        inputs: list[str],
+        max_rows: int,
+        max_tokens: int,
+        prepare: Callable[[int, list[str]], PreparedChunk],
     ) -> Iterator[PreparedChunk]:
-        """Tokenized, batched chunks of ``inputs``, the next one prepared while this one runs."""
+        """Chunks of ``inputs`` made ready by ``prepare``, :attr:`prefetch` ahead of the model."""
         # A few batches per chunk: enough to overlap tokenizing with the model, few enough
         # that the tokenized chunk stays small next to the output. Batches are counted at
         # 64 tokens a text where the token budget, not the row count, bounds them.
@@ -331,8 +454,7 @@ class Encoder(EncoderLike):
         with ThreadPoolExecutor(max_workers=depth) as worker:
 
             def submit(start: int, stop: int) -> Future[PreparedChunk]:
-                part = inputs[start:stop]
-                return worker.submit(self._prepare, start, part, run, max_rows, max_tokens)
+                return worker.submit(prepare, start, inputs[start:stop])
 
             pending = deque(submit(*b) for b in bounds[:depth])
             for index in range(len(bounds)):
@@ -399,7 +521,35 @@ class Encoder(EncoderLike):
         # The fast variant skips character offsets, which are never used here (a third of
         # the time and most of the memory of a tokenized chunk).
         encodings = backend.encode_batch_fast(texts, add_special_tokens=first.add_special_tokens)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool)
+        return PreparedChunk(
+            start, truncated, self._batches(encodings, first, max_rows, max_tokens)
+        )
+
+    def _prepare_windows(
+        self,
+        start: int,
+        texts: list[str],
+        run: _Run,
+        max_rows: int,
+        max_tokens: int,
+        chunking: Chunking,
+        prompt_tokens: int,
+    ) -> PreparedChunk:
+        """Tokenize a chunk whole, cut it into windows and batch those (in a worker thread)."""
+        first = run.input_module
+        encodings = first.backend(None).encode_batch_fast(
+            texts, add_special_tokens=first.add_special_tokens
+        )
+        windows = cut_windows(encodings, prompt_tokens, chunking)
+        batches = self._batches(windows.encodings, first, max_rows, max_tokens)
+        return PreparedChunk(start, np.zeros(len(texts), dtype=bool), batches, windows)
+
+    def _batches(
+        self, encodings: list, first: Module, max_rows: int, max_tokens: int
+    ) -> list[Batch]:
+        """Padded batches of tokenized rows, rows of like length together."""
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         pinned = self.device.type == "cuda"
         batches = []
         for rows in plan_batches(lengths, max_rows, max_tokens, unpadded=first.unpadded):
@@ -415,8 +565,7 @@ class Encoder(EncoderLike):
                 # Page-locked host memory lets the copy to the GPU run asynchronously.
                 tensors = {k: v.pin_memory() for k, v in tensors.items()}
             batches.append(Batch(rows, tensors))
-        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool)
-        return PreparedChunk(start, truncated, batches)
+        return batches
 
     def _forward_splitting_on_oom(self, batch: Batch, run: _Run) -> torch.Tensor:
         try:
@@ -478,6 +627,18 @@ def _when_copied(
 ) -> tuple[PreparedChunk, np.ndarray, np.ndarray]:
     copied.synchronize()
     return prepared, rows, host.numpy()
+
+
+def _prompt_tokens(input_module: Module, prompt: str) -> int:
+    """Tokens of a prompt alone, special tokens not counted."""
+    encoding = input_module.backend(None).encode(prompt)
+    return len(encoding.special_tokens_mask) - sum(encoding.special_tokens_mask)
+
+
+def _normalized(embeddings: np.ndarray) -> np.ndarray:
+    """Rows L2-normalised, as the per-batch normalisation does it."""
+    rows = torch.from_numpy(np.ascontiguousarray(embeddings))
+    return torch.nn.functional.normalize(rows, p=2.0, dim=-1).numpy()
 
 
 def _prompt_length(input_module: Module, prompt: str, max_length: int) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._chunking import WindowEmbeddings
 from ._encoder import Encoder
 from ._folder import FolderSpec
 from ._loaded import load_encoder
@@ -93,6 +94,28 @@ class EncoderGroup(EncoderLike):
             out[rows] = result.embeddings
             truncated[rows] = result.truncated
         return EncodeResult(out, truncated)
+
+    def encode_chunks(
+        self, texts: list[str], settings: EncodeSettings, **kwargs: Any
+    ) -> WindowEmbeddings:
+        """The windows' embeddings across the devices; see :meth:`Encoder.encode_chunks`."""
+        shards = _balanced_shards(texts, len(self.encoders))
+
+        def run(encoder: Encoder, shard: np.ndarray) -> WindowEmbeddings:
+            return encoder.encode_chunks([texts[i] for i in shard], settings, **kwargs)
+
+        with ThreadPoolExecutor(max_workers=len(self.encoders)) as pool:
+            results = list(pool.map(run, self.encoders, shards))
+        text = np.concatenate([shard[r.text] for shard, r in zip(shards, results, strict=True)])
+        # Back to input order; a text's windows keep theirs (a stable sort).
+        order = np.argsort(text, kind="stable")
+        embeddings = np.concatenate([r.embeddings for r in results])[order]
+        tokens = np.concatenate([r.tokens for r in results])[order]
+        return WindowEmbeddings(embeddings, text[order], tokens)
+
+    def count_tokens(self, texts: list[str], settings: EncodeSettings | None = None) -> np.ndarray:
+        """Tokens of each text; see :meth:`Encoder.count_tokens`."""
+        return self.encoders[0].count_tokens(texts, settings)
 
 
 def _balanced_shards(texts: list[str], n: int) -> list[np.ndarray]:

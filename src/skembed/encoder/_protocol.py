@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ._chunking import WindowEmbeddings
 from ._folder import FolderSpec
 from ._types import EncodeResult, EncodeSettings
 
@@ -55,6 +56,16 @@ class EncoderLike(Protocol):
         self, texts: list[str], settings: EncodeSettings | None = None, **options: Any
     ) -> EncodeResult:
         """Embeddings of ``texts`` in input order, and which were truncated."""
+        ...
+
+    def encode_chunks(
+        self, texts: list[str], settings: EncodeSettings, **options: Any
+    ) -> WindowEmbeddings:
+        """One embedding per window of each text (``settings.chunking`` set)."""
+        ...
+
+    def count_tokens(self, texts: list[str], settings: EncodeSettings | None = None) -> Any:
+        """Tokens of each text as the tokenizer counts them, prompt included, nothing cut."""
         ...
 
     def save(self, path: str | os.PathLike[str], **options: Any) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._chunking import Chunking
+
 __all__ = ["EncodeResult", "EncodeSettings"]
 
 
@@ -27,12 +29,17 @@ class EncodeSettings:
     task : str, optional
         The task of the texts (``"query"``, ``"document"``): picks the route of a
         model with a Router; no effect on other models.
+    chunking : Chunking, optional
+        Encode a text longer than one window as several windows whose
+        embeddings are combined (and then normalised, with
+        ``normalize_embeddings``); ``None`` truncates it at ``max_seq_length``.
     """
 
     max_seq_length: int | None = None
     prompt: str | None = None
     normalize_embeddings: bool = False
     task: str | None = None
+    chunking: Chunking | None = None
 
 
 @dataclass(frozen=True)

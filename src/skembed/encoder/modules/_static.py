@@ -101,7 +101,7 @@ class StaticEmbedding(Module):
     def output_dimension(self) -> int:
         return self.embedding.embedding_dim
 
-    def backend(self, max_length: int) -> Any:
+    def backend(self, max_length: int | None) -> Any:
         """The Rust tokenizer as its file says (no limit is added)."""
         with self._lock:
             if self._backend is None:

@@ -82,7 +82,7 @@ class Transformer(Module):
                 source=folder,
             )
         self.add_special_tokens = True
-        self._backends: dict[int, Any] = {}
+        self._backends: dict[int | None, Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -165,17 +165,25 @@ class Transformer(Module):
         """Whether inference runs the unpadded pass (batches are then planned by real tokens)."""
         return self.packed is not None
 
-    def backend(self, max_length: int) -> Any:
-        """The Rust tokenizer that cuts at ``max_length`` tokens (one configured copy each)."""
+    def backend(self, max_length: int | None) -> Any:
+        """The Rust tokenizer that cuts at ``max_length`` tokens (one configured copy each).
+
+        ``None``: one that cuts nothing.
+        """
         with self._lock:
             if max_length not in self._backends:
                 from tokenizers.normalizers import Lowercase, Sequence
 
                 backend = copy.deepcopy(self.tokenizer.backend_tokenizer)
                 backend.no_padding()
-                backend.enable_truncation(
-                    max_length, strategy="longest_first", direction=self.tokenizer.truncation_side
-                )
+                if max_length is None:
+                    backend.no_truncation()
+                else:
+                    backend.enable_truncation(
+                        max_length,
+                        strategy="longest_first",
+                        direction=self.tokenizer.truncation_side,
+                    )
                 if self.do_lower_case:
                     normalizer = backend.normalizer
                     backend.normalizer = Sequence(

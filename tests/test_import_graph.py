@@ -25,6 +25,7 @@ LAYERS = [
         },
     ),
     ("encoder", {"encoder", "cache"}),
+    ("training", {"training"}),
     (
         "estimators",
         {
@@ -33,6 +34,8 @@ LAYERS = [
             "_model_settings",
             "_model_card",
             "_embedder",
+            "_fine_tuning",
+            "_fine_tuned_classifier",
             "_evaluation",
             "_pair_similarity",
             "_quantization",

@@ -265,7 +265,7 @@ class SentenceFineTuner(SentenceEmbedder):
             EncodeSettings(self.max_seq_length_, self.prompt_, task=self.role),
             self.show_progress_bar,
         )
-        self._trained = FolderSnapshot(model.save)
+        self._trained = FolderSnapshot(lambda folder: _quietly(model.save, folder))
         self.history_ = result.history
         self.n_steps_ = result.n_steps
         self.best_step_ = result.best_step
@@ -348,3 +348,16 @@ class SentenceFineTuner(SentenceEmbedder):
     def _reset(self) -> None:
         super()._reset()
         self.__dict__.pop("_trained", None)
+
+
+def _quietly(save: Any, folder: Path) -> None:
+    """Save without transformers' progress bar (one per fit would crowd a grid search)."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        save(folder)
+    finally:
+        if shown:
+            logging.enable_progress_bar()

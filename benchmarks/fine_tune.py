@@ -138,9 +138,15 @@ def main() -> None:
     ours, theirs = [], []
     for _ in range(args.repeats):
         ours.append(run_skembed(args.model, train, test, args))
-        print(f"skembed:   Spearman {ours[-1][0]:.2f}, {ours[-1][1]:.1f} s per epoch")
+        print(
+            f"skembed:   Spearman {ours[-1][0]:.2f}, {ours[-1][1]:.1f} s per epoch "
+            f"(load average {os.getloadavg()[0]:.2f})"
+        )
         theirs.append(run_reference(args.model, train, test, args))
-        print(f"reference: Spearman {theirs[-1][0]:.2f}, {theirs[-1][1]:.1f} s per epoch")
+        print(
+            f"reference: Spearman {theirs[-1][0]:.2f}, {theirs[-1][1]:.1f} s per epoch "
+            f"(load average {os.getloadavg()[0]:.2f})"
+        )
     mine = statistics.median(s / args.epochs for _, s in ours)
     ref = statistics.median(s / args.epochs for _, s in theirs)
     print(

@@ -14,7 +14,6 @@ MODULES = [
     "skembed._embedder",
     "skembed._fine_tuning",
     "skembed._fine_tuned_classifier",
-    "skembed.training._pairs",
     "skembed._pair_similarity",
     "skembed._quantization",
     "skembed._mining",

@@ -251,6 +251,7 @@ class SentenceFineTuner(SentenceEmbedder):
             is outside the loss's range, or the texts have a single label.
         """
         first, second, targets, pairs = self._training_pairs(X, y)
+        # Fitted on pairs, it transforms texts: only a text column is recorded as its input.
         super().fit(X if not pairs else None)
         devices, _ = self._placement()
         # A model of its own, in float32: training changes its weights, and the shared one is
@@ -325,11 +326,6 @@ class SentenceFineTuner(SentenceEmbedder):
             ) from None
         check_targets(self.loss, targets)
         return first, second, targets, True
-
-    def _record_input(self, X: Any) -> None:
-        # Fitted on pairs, it still transforms texts: only a text column is recorded.
-        if X is not None:
-            super()._record_input(X)
 
     def _get_encoder(self) -> Encoder | EncoderGroup:
         check_is_fitted(self)

@@ -125,3 +125,26 @@ def test_grid_search_benchmark_counts_the_encodings_of_every_process(tiny_model)
                 "encodings per unique sentence 1.000"
             )
         ), result.stdout
+
+
+def test_fine_tune_benchmark_runs_both_sides_in_quick_mode(tiny_model):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "fine_tune.py"),
+            "--model",
+            str(tiny_model),
+            "--max-train",
+            "32",
+            "--max-test",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    for side in ("frozen: test Spearman", "skembed:   Spearman", "reference: Spearman"):
+        assert side in result.stdout, result.stdout
+    assert "time ratio skembed/reference" in result.stdout

@@ -12,6 +12,8 @@ MODULES = [
     "skembed._similarity",
     "skembed._similarity_function",
     "skembed._embedder",
+    "skembed._fine_tuning",
+    "skembed._fine_tuned_classifier",
     "skembed._pair_similarity",
     "skembed._quantization",
     "skembed._mining",

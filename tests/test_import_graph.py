@@ -25,6 +25,7 @@ LAYERS = [
         },
     ),
     ("encoder", {"encoder", "cache"}),
+    ("training", {"training"}),
     (
         "estimators",
         {
@@ -34,6 +35,8 @@ LAYERS = [
             "_model_card",
             "_embedder",
             "_long_text",
+            "_fine_tuning",
+            "_fine_tuned_classifier",
             "_evaluation",
             "_pair_similarity",
             "_quantization",

@@ -61,6 +61,8 @@ def test_pair_similarity_method_warns_and_gives_similarity_pairwise(tiny_model):
     [
         ("skembed._similarity", ["similarity", "paired_similarity", "semantic_search"]),
         ("skembed._embedder", ["SentenceEmbedder"]),
+        ("skembed._fine_tuning", ["SentenceFineTuner"]),
+        ("skembed._fine_tuned_classifier", ["FineTunedClassifier"]),
         ("skembed._pair_similarity", ["PairedSimilarity"]),
         ("skembed._similarity_function", ["SimilarityFunction"]),
         ("skembed._quantization", ["EmbeddingQuantizer"]),

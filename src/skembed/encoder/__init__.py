@@ -12,6 +12,7 @@ from ._group import EncoderGroup, load_encoders
 from ._loaded import load_encoder, loaded_models, release_models, set_max_loaded_models
 from ._protocol import EncoderLike
 from ._resolve import resolve_model_folder
+from ._snapshot import FolderSnapshot
 from ._types import EncodeResult, EncodeSettings
 from .modules import precision_key
 
@@ -23,6 +24,7 @@ __all__ = [
     "Encoder",
     "EncoderGroup",
     "EncoderLike",
+    "FolderSnapshot",
     "FolderSpec",
     "WindowEmbeddings",
     "folder_fingerprint",

@@ -399,3 +399,11 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tiny_model, pairs, capsys
     assert "Fine-tuning" not in capsys.readouterr().err
     _tuner(tiny_model, show_progress_bar=True).fit(X, y)
     assert "Fine-tuning" in capsys.readouterr().err
+
+
+def test_the_fine_tuner_takes_every_parameter_of_the_embedder():
+    # A SentenceEmbedder parameter missing from SentenceFineTuner's signature would be dropped
+    # by clone (GridSearchCV's candidates would silently lose it).
+    inherited = set(SentenceEmbedder().get_params())
+    assert inherited <= set(SentenceFineTuner().get_params())
+    assert set(SentenceFineTuner._parameter_constraints) == set(SentenceFineTuner().get_params())

@@ -402,11 +402,10 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tiny_model, pairs, capsys
 
 
 def test_the_fine_tuner_takes_every_parameter_of_the_embedder():
-    # A parameter of SentenceEmbedder left out of the fine-tuner's signature would be lost by
-    # clone, and so by every GridSearchCV candidate.
-    from skembed import SentenceEmbedder
-
-    embedder = set(SentenceEmbedder().get_params())
-    assert embedder <= set(SentenceFineTuner().get_params())
+    # A SentenceEmbedder parameter missing from SentenceFineTuner's signature would be dropped
+    # by clone (GridSearchCV's candidates would silently lose it).
+    inherited = set(SentenceEmbedder().get_params())
+    assert inherited <= set(SentenceFineTuner().get_params())
+    assert set(SentenceFineTuner._parameter_constraints) == set(SentenceFineTuner().get_params())
     tuner = clone(SentenceFineTuner(long_text="chunk", chunk_overlap=3))
     assert (tuner.long_text, tuner.chunk_overlap) == ("chunk", 3)

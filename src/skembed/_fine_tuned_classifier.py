@@ -25,7 +25,8 @@ class FineTunedClassifier(TextInputMixin, ClassifierMixin, BaseEstimator):
     the labels, see :class:`~skembed.SentenceFineTuner`), then a clone of
     ``head`` on the fine-tuned embeddings of the same texts. Its
     hyperparameters are nested parameters, so ``GridSearchCV`` can search
-    ``fine_tuner__learning_rate`` next to ``head__C``.
+    ``fine_tuner__learning_rate`` next to ``head__C``. ``score`` is
+    scikit-learn's mean accuracy, as for any classifier.
 
     Parameters
     ----------
